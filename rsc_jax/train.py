@@ -1,0 +1,255 @@
+"""Training: the optax optimizer, a pure loss, one jitted data-parallel step, and the loop.
+
+Plain RSC training (SPEC §3): cross-entropy on logits averaged over T, with inputs
+coded afresh at every step. The noise of example b at step s comes from
+``fold_in(fold_in(key(seed), s), b)`` (b = its position in the global batch), so a
+run gives the same parameters on 1 or N devices and after a resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from rsc_jax import data, export, parallel
+
+Array = jax.Array
+PyTree = Any
+# loss_fn(params, batch_stats, batch, keys) -> (loss, (new_batch_stats, metrics))
+LossFn = Callable[[PyTree, PyTree, dict[str, Array], Array], tuple[Array, tuple[PyTree, dict[str, Array]]]]
+
+NOISE_STREAM, INIT_STREAM = 1, 2   # fold_in tags that keep the key streams apart
+
+
+def make_schedule(tc: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+    """Cosine decay to 0 over ``total_steps`` (SPEC §3), with optional linear warm-up."""
+    total_steps = max(total_steps, 1)
+    if tc.schedule == "constant":
+        main = optax.constant_schedule(tc.lr)
+    else:
+        main = optax.cosine_decay_schedule(tc.lr, max(total_steps - tc.warmup_steps, 1))
+    if tc.warmup_steps:
+        return optax.join_schedules([optax.linear_schedule(0.0, tc.lr, tc.warmup_steps), main],
+                                    [tc.warmup_steps])
+    return main
+
+
+def make_optimizer(tc: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+    """SGD with momentum and (coupled, PyTorch-style) weight decay, or AdamW."""
+    lr = make_schedule(tc, total_steps)
+    if tc.optimizer == "adamw":
+        return optax.adamw(lr, weight_decay=tc.weight_decay)
+    return optax.chain(optax.add_decayed_weights(tc.weight_decay),
+                       optax.sgd(lr, momentum=tc.momentum or None))
+
+
+def classifier_config(cfg: ml_collections.ConfigDict, ds: data.Dataset) -> dict[str, Any]:
+    """The export description of the model ``cfg`` trains on ``ds``."""
+    n = cfg.neuron
+    overrides = {"remat": cfg.model.remat, "width": cfg.model.width, "dtype": cfg.model.dtype,
+                 "tau": n.tau, "v_th": n.v_th, "reset": n.reset, "surrogate": n.surrogate,
+                 "alpha": n.alpha or None, "detach_reset": n.detach_reset, "grad_mode": n.grad_mode}
+    return export.classifier_config(
+        model={"name": cfg.model.name, "spiking": cfg.model.spiking, "overrides": overrides},
+        coding_cfg={"method": cfg.coding.method, "sigma": cfg.coding.sigma, "T": cfg.coding.T},
+        dataset=ds.info())
+
+
+def cross_entropy_loss(clf: export.Classifier) -> LossFn:
+    """CE on the time-averaged logits of RSC-coded inputs (SPEC §3, plain RSC training)."""
+    def loss_fn(params, batch_stats, batch, keys):
+        x = clf.encode(keys, batch["image"])
+        logits, updates = clf.model.apply({"params": params, "batch_stats": batch_stats}, x,
+                                          train=True, mutable=["batch_stats"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return loss, (updates["batch_stats"], {"ce": loss, "accuracy": acc})
+    return loss_fn
+
+
+def init_state(variables: PyTree, tx: optax.GradientTransformation) -> dict[str, Any]:
+    """``{params, batch_stats, opt_state, step}``: the whole training state."""
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
+            "opt_state": tx.init(variables["params"]), "step": jnp.zeros((), jnp.int32)}
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, noise_key: Array,
+                    *, skip_nonfinite: bool = False) -> Callable[[dict, dict], tuple[dict, dict]]:
+    """One jitted optimisation step ``(state, batch) -> (state, metrics)``.
+
+    ``batch`` holds ``image`` [B, H, W, C] in [0, 1], ``label`` [B] and ``index`` [B]
+    (position in the global batch), sharded along the mesh's ``data`` axis; the state
+    is replicated. With ``skip_nonfinite`` a step whose loss or gradient is not
+    finite leaves the state unchanged (but for ``step``) and reports ``skipped=1``.
+    """
+    def step(state, batch):
+        keys = parallel.example_keys(jax.random.fold_in(noise_key, state["step"]), batch["index"])
+        (loss, (bstats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], state["batch_stats"], batch, keys)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        new = {"params": optax.apply_updates(state["params"], updates), "batch_stats": bstats,
+               "opt_state": opt_state, "step": state["step"] + 1}
+        gnorm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+        if skip_nonfinite:
+            new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, dict(state, step=state["step"] + 1))
+        metrics = dict(metrics, loss=loss, grad_norm=gnorm, finite=finite.astype(jnp.float32))
+        return new, metrics
+    return jax.jit(step, donate_argnums=(0,))
+
+
+class NonFiniteError(FloatingPointError):
+    """The training loss or gradient became NaN or Inf."""
+
+
+def _checkpoint_manager(workdir: str, keep: int):
+    import orbax.checkpoint as ocp
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def restore_latest(mngr, abstract_state: PyTree, log: Callable[[str], None] = logging.warning) -> tuple[PyTree, dict] | None:
+    """The newest checkpoint that restores, trying older ones when the newest is damaged."""
+    import orbax.checkpoint as ocp
+    for s in sorted(mngr.all_steps(), reverse=True):
+        try:
+            r = mngr.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                        meta=ocp.args.JsonRestore()))
+            return r["state"], r["meta"]
+        except Exception as e:  # orbax raises many types for damaged files
+            log(f"checkpoint at step {s} in {mngr.directory} could not be restored ({type(e).__name__}: "
+                f"{str(e)[:200]}); trying an older one")
+    return None
+
+
+def _save(mngr, state: PyTree, meta: dict) -> None:
+    import orbax.checkpoint as ocp
+    step = int(jax.device_get(state["step"]))
+    if step in mngr.all_steps():
+        return
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+
+def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mesh: jax.sharding.Mesh,
+          clf_config: dict[str, Any] | None = None, loss_factory: Callable[[export.Classifier], LossFn] | None = None,
+          init_variables: PyTree | None = None, progress: bool = True) -> tuple[export.Classifier, dict[str, Any]]:
+    """Trains (or resumes training) and returns the classifier and a summary.
+
+    Checkpoints go to ``WORKDIR/checkpoints`` every ``train.checkpoint_every`` steps,
+    at every epoch end and at the end; metrics to ``WORKDIR/metrics.jsonl``. A run
+    restarted with the same command resumes from the newest good checkpoint and
+    ends with the same parameters as an uninterrupted run.
+
+    Args:
+      loss_factory: builds the loss from the classifier (default: cross-entropy);
+        E-RSCT passes its distillation loss here.
+      init_variables: initial ``{"params", "batch_stats"}`` (default: fresh init).
+    """
+    tc = cfg.train
+    clf_config = clf_config or classifier_config(cfg, ds)
+    clf = export.Classifier(clf_config, None)
+    spe = data.steps_per_epoch(len(ds.train), tc.batch_size)
+    total = tc.epochs * spe
+    tx = make_optimizer(tc, total)
+    root = jax.random.key(cfg.seed)
+    noise_key = jax.random.fold_in(root, NOISE_STREAM)
+
+    def fresh_state():
+        v = init_variables if init_variables is not None else export.init_variables(
+            clf_config, jax.random.fold_in(root, INIT_STREAM))
+        return init_state(v, tx)
+
+    abstract = jax.eval_shape(fresh_state)
+    repl = parallel.replicated(mesh)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract)
+    os.makedirs(workdir, exist_ok=True)
+    mngr = _checkpoint_manager(workdir, tc.keep_checkpoints)
+    restored = restore_latest(mngr, abstract)
+    if restored is None:
+        state, start = parallel.replicate(fresh_state(), mesh), 0
+    else:
+        state, meta = restored
+        start = int(meta["step"])
+        logging.info("resuming from step %d of %d", start, total)
+    step_fn = make_train_step((loss_factory or cross_entropy_loss)(clf), tx, noise_key,
+                              skip_nonfinite=bool(cfg.train.get("skip_nonfinite", False)))
+    meta = {"model": clf_config["model"]["name"], "total_steps": total}
+    index = np.arange(tc.batch_size, dtype=np.int32)
+
+    def make_batch(s: int) -> dict[str, np.ndarray]:
+        b = data.train_batch(ds, step=s, batch_size=tc.batch_size, seed=cfg.seed, augment=cfg.dataset.augment)
+        b["index"] = index
+        return b
+
+    t0, history, pending = time.time(), [], []
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    with open(metrics_path, "a") as mf:
+        for s, batch in zip(range(start, total), data.prefetch(make_batch, range(start, total))):
+            state, m = step_fn(state, parallel.shard_batch(batch, mesh))
+            pending.append(m)
+            last = s + 1 == total
+            if (s + 1) % tc.log_every == 0 or (s + 1) % spe == 0 or last:
+                ms = jax.device_get(pending)
+                pending = []
+                if not all(x["finite"] for x in ms) and not cfg.train.get("skip_nonfinite", False):
+                    mngr.wait_until_finished()
+                    bad = [k for k, v in ms[-1].items() if not np.all(np.isfinite(v))]
+                    raise NonFiniteError(f"non-finite training values at step <= {s + 1} (terms: {bad}); "
+                                         f"the last good checkpoint is kept in {mngr.directory}")
+                rec = {k: float(np.mean([x[k] for x in ms])) for k in ms[0]}
+                rec.update(step=s + 1, epoch=s // spe, lr=float(make_schedule(tc, total)(s)),
+                           seconds=round(time.time() - t0, 3))
+                mf.write(json.dumps(rec) + "\n")
+                mf.flush()
+                history.append(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}")
+            bar.update(1)
+            if (s + 1) % tc.checkpoint_every == 0 or (s + 1) % spe == 0 or last:
+                _save(mngr, state, dict(meta, step=s + 1))
+    bar.close()
+    if total == 0 or start >= total:
+        _save(mngr, state, dict(meta, step=int(jax.device_get(state["step"]))))
+    mngr.wait_until_finished()
+    mngr.close()
+    variables = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
+    summary = {"steps": total, "resumed_from": start, "seconds": round(time.time() - t0, 2),
+               "steps_per_epoch": spe, "final": history[-1] if history else None}
+    return export.Classifier(clf_config, variables), summary
+
+
+def evaluate(clf: export.Classifier, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
+             draws: int, seed: int, mesh: jax.sharding.Mesh, progress: bool = True) -> dict[str, Any]:
+    """Clean accuracy on fresh coding draws, per example keys from (seed, index).
+
+    Returns ``accuracy`` (one draw per example), ``accuracy_avg{M}`` (logits averaged
+    over M = ``draws`` draws) and per-example ``correct`` lists.
+    """
+    key = jax.random.fold_in(jax.random.key(seed), 3)
+
+    @jax.jit
+    def fn(idx, x, y):
+        keys = parallel.example_keys(key, idx)
+        draw_keys = jax.vmap(lambda k: jax.random.split(k, draws))(keys)   # [B, M]
+        logits = jax.vmap(lambda ks: clf.logits(ks, x), in_axes=1)(draw_keys)  # [M, B, C]
+        one = jnp.argmax(logits[0], -1) == y
+        avg = jnp.argmax(logits.mean(0), -1) == y
+        return {"correct": one, "correct_avg": avg}
+
+    bar = (lambda it: tqdm(it, desc="evaluate", unit="batch", dynamic_ncols=True)) if progress else None
+    out = parallel.map_examples(fn, [images, labels], batch_size=batch_size, mesh=mesh, progress=bar)
+    return {"num_examples": int(len(labels)), "draws": draws, "seed": seed,
+            "accuracy": float(out["correct"].mean()), f"accuracy_avg{draws}": float(out["correct_avg"].mean()),
+            "correct": out["correct"].astype(int).tolist()}
