@@ -18,4 +18,13 @@ def get_config():
     c.train.lr = 0.1
     c.train.checkpoint_every = 100
     c.eval.batch_size = 120
+    c.attack.quick = True            # fewer strong steps/draws, 256 examples (see robustness.py)
+    c.attack.batch_size = 128
+    # A small certification for the demo: 40 test images, n = 2,000 draws. With RSC-II
+    # at T = 4 the largest radius n = 2,000 can certify is about 0.27 (alpha 0.001).
+    c.certify.num_examples = 40
+    c.certify.n = 2000
+    c.certify.batch = 500
+    c.certify.image_batch = 8
+    c.certify.radii = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
     return c

@@ -79,6 +79,12 @@ def base() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 256
     c.eval.draws = 10                # M: accuracy of logits averaged over M coding draws
+
+    # Sections owned by the modules that use them (imported here, not at module top,
+    # so that reading a config does not pull in the attack and certification code).
+    from rsc_jax import certify, robustness
+    c.attack = robustness.default_config()
+    c.certify = certify.default_config()
     return c
 
 

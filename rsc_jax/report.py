@@ -70,7 +70,7 @@ def build(workdir: str, run_config: dict[str, Any],
             continue
         report[key] = r
         body = renderers[key](r) if key in renderers else f"See `{fname}`.\n"
-        md.append(f"## {title}\n\n{body}")
+        md.append(body if body.startswith("## ") else f"## {title}\n\n{body}")
     write_json(os.path.join(workdir, "report.json"), report)
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write("\n".join(md))

@@ -65,6 +65,17 @@ def classifier_config(cfg: ml_collections.ConfigDict, ds: data.Dataset) -> dict[
         dataset=ds.info())
 
 
+def ann_twin_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The ANN twin of ``cfg``'s model trained on clean images: same layers and data,
+    ReLU instead of LIF, direct coding with T = 1 (SPEC §2: baseline and teacher)."""
+    twin = ml_collections.ConfigDict(cfg.to_dict())
+    twin.model.spiking = False
+    twin.coding.method = "direct"
+    twin.coding.sigma = 0.0
+    twin.coding.T = 1
+    return twin
+
+
 def cross_entropy_loss(clf: export.Classifier) -> LossFn:
     """CE on the time-averaged logits of RSC-coded inputs (SPEC §3, plain RSC training)."""
     def loss_fn(params, batch_stats, batch, keys):
@@ -99,7 +110,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, noise_key
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         new = {"params": optax.apply_updates(state["params"], updates), "batch_stats": bstats,
                "opt_state": opt_state, "step": state["step"] + 1}
-        gnorm = optax.global_norm(grads)
+        gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         if skip_nonfinite:
             new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, dict(state, step=state["step"] + 1))
@@ -143,7 +154,8 @@ def _save(mngr, state: PyTree, meta: dict) -> None:
 
 def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mesh: jax.sharding.Mesh,
           clf_config: dict[str, Any] | None = None, loss_factory: Callable[[export.Classifier], LossFn] | None = None,
-          init_variables: PyTree | None = None, progress: bool = True) -> tuple[export.Classifier, dict[str, Any]]:
+          init_variables: PyTree | None = None, progress: bool = True,
+          max_steps: int | None = None) -> tuple[export.Classifier, dict[str, Any]]:
     """Trains (or resumes training) and returns the classifier and a summary.
 
     Checkpoints go to ``WORKDIR/checkpoints`` every ``train.checkpoint_every`` steps,
@@ -155,6 +167,8 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
       loss_factory: builds the loss from the classifier (default: cross-entropy);
         E-RSCT passes its distillation loss here.
       init_variables: initial ``{"params", "batch_stats"}`` (default: fresh init).
+      max_steps: stop after this many steps of this invocation (a checkpoint is
+        saved there), as a preempted job would; the next call resumes.
     """
     tc = cfg.train
     clf_config = clf_config or classifier_config(cfg, ds)
@@ -194,13 +208,14 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
 
     t0, history, pending = time.time(), [], []
     metrics_path = os.path.join(workdir, "metrics.jsonl")
+    stop = total if max_steps is None else min(total, start + max_steps)
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True)
     with open(metrics_path, "a") as mf:
-        for s, batch in zip(range(start, total), data.prefetch(make_batch, range(start, total))):
+        for s, batch in zip(range(start, stop), data.prefetch(make_batch, range(start, stop))):
             state, m = step_fn(state, parallel.shard_batch(batch, mesh))
             pending.append(m)
-            last = s + 1 == total
+            last = s + 1 == stop
             if (s + 1) % tc.log_every == 0 or (s + 1) % spe == 0 or last:
                 ms = jax.device_get(pending)
                 pending = []
@@ -225,7 +240,7 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
     mngr.wait_until_finished()
     mngr.close()
     variables = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
-    summary = {"steps": total, "resumed_from": start, "seconds": round(time.time() - t0, 2),
+    summary = {"steps": int(jax.device_get(state["step"])), "total_steps": total, "resumed_from": start, "seconds": round(time.time() - t0, 2),
                "steps_per_epoch": spe, "final": history[-1] if history else None}
     return export.Classifier(clf_config, variables), summary
 

@@ -1,0 +1,30 @@
+"""Shared fixtures. Tests run on the CPU; a few need 4 devices and run in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+def run_python(code: str, *, devices: int = 1, timeout: int = 600) -> str:
+    """Runs ``code`` in a fresh interpreter with ``devices`` CPU devices; returns stdout."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=timeout, cwd=ROOT)
+    if p.returncode:
+        raise AssertionError(f"subprocess failed ({p.returncode}):\n{p.stderr[-4000:]}")
+    return p.stdout
+
+
+def shared_file(name: str) -> str:
+    path = os.path.join(SHARED_DATA, name)
+    if not os.path.isfile(path):
+        pytest.skip(f"{path} is absent (real data lives in ../shared/data beside the checkout)")
+    return path

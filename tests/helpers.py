@@ -1,0 +1,34 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from rsc_jax import config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str):
+    """``configs/NAME.py``'s ``get_config()``."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()
+
+
+def tiny_digits_config(**train):
+    """Digits, a width-1/4 convnet, T = 2: a few seconds per epoch."""
+    c = config.base()
+    c.model.width = 0.25
+    c.coding.T = 2
+    c.train.batch_size = 32
+    c.train.epochs = 1
+    c.train.log_every = 5
+    c.train.checkpoint_every = 5
+    c.eval.batch_size = 120
+    c.eval.draws = 2
+    for k, v in train.items():
+        c.train[k] = v
+    return c

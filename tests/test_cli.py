@@ -1,0 +1,72 @@
+"""The command line end to end, its errors, and the paper configs on tfds mock data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow_datasets as tfds
+
+from rsc_jax import main
+from tests.conftest import ROOT
+from tests.helpers import load_config
+
+TINY = ["--config.train.epochs=1", "--config.model.width=0.25", "--config.coding.T=2",
+        "--config.eval.draws=2", "--progress=false"]
+
+
+def _cli(*args, timeout=600):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "rsc_jax.main", "--config=configs/digits.py", *args],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def test_cli_all_writes_report(tmp_path):
+    wd = tmp_path / "run"
+    p = _cli(f"--workdir={wd}", *TINY)
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads((wd / "report.json").read_text())
+    assert report["config"]["coding"]["T"] == 2              # the override reached the run
+    assert report["export"]["coding"]["method"] == "rsc2"
+    assert 0.0 <= report["evaluation"]["accuracy"] <= 1.0
+    md = (wd / "report.md").read_text()
+    assert "## Clean evaluation" in md and "## Training" in md
+    assert (wd / "export" / "config.json").is_file() and (wd / "metrics.jsonl").is_file()
+    # A second run of the finished job resumes at the end instead of retraining.
+    p2 = _cli(f"--workdir={wd}", "--mode=train", *TINY)
+    assert p2.returncode == 0, p2.stderr[-3000:]
+    assert json.loads((wd / "train_summary.json").read_text())["resumed_from"] == 1437 // 64
+
+
+def test_cli_bad_value_fails_before_compiling_and_keeps_files(tmp_path):
+    wd = tmp_path / "run"
+    wd.mkdir()
+    (wd / "keep.txt").write_text("precious")
+    p = _cli(f"--workdir={wd}", "--config.coding.method=gauss")
+    assert p.returncode != 0
+    assert "config.coding.method='gauss' is not allowed" in p.stderr
+    assert (wd / "keep.txt").read_text() == "precious" and sorted(os.listdir(wd)) == ["keep.txt"]
+
+
+def test_cli_workdir_is_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    p = _cli(f"--workdir={f}")
+    assert p.returncode != 0 and "is a file, not a directory" in p.stderr
+    assert f.read_text() == "x"
+
+
+@pytest.mark.parametrize("name", ["cifar10_vgg11", "cifar100_resnet19", "imagenet_sewresnet34"])
+def test_paper_configs_train_a_step_on_mock_data(name, tmp_path):
+    c = load_config(name)
+    c.train.epochs = 1
+    c.train.batch_size = 2
+    c.eval.batch_size = 2
+    c.coding.T = 2
+    c.dataset.image_size = 32   # ImageNet: keep the mock images small on the CPU
+    with tfds.testing.mock_data(num_examples=4):
+        main.run(c, str(tmp_path), "train", progress=False)
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["final"]["finite"] == 1.0
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["model"]["name"] == c.model.name
