@@ -96,6 +96,9 @@ def _check_xy(x: Array, y: Array) -> None:
     chex.assert_equal_shape_prefix((x, y), 1)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"x has dtype {x.dtype}; attacks expect float images in [0, 1]")
+    if isinstance(x, np.ndarray) and x.size and not (np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= 1):
+        # host arrays only: traced/device inputs are not inspected (robustness.run checks its inputs)
+        raise ValueError(f"x has values in [{x.min()}, {x.max()}]; attacks expect images in [0, 1]")
 
 
 # --------------------------------------------------------------------------- keys

@@ -565,6 +565,11 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, *, wo
         images = images.astype(np.float32) / 255.0
     elif not np.issubdtype(images.dtype, np.floating):
         raise TypeError(f"images have dtype {images.dtype}; expected uint8 or float in [0, 1]")
+    if not (np.all(np.isfinite(images)) and images.min() >= 0.0 and images.max() <= 1.0):
+        raise ValueError(f"images have values in [{images.min()}, {images.max()}]; float images must lie in [0, 1]")
+    k = getattr(classifier, "num_classes", None)
+    if isinstance(k, int) and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"labels lie in [{labels.min()}, {labels.max()}] but the classifier has {k} classes")
 
     logits_fn = _static(classifier.logits)
     key = parallel.replicate(jax.random.key(seed), mesh)
@@ -590,7 +595,8 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, *, wo
     per_example = np.concatenate([np.full(v, s / v) for v, s in log])
     correct = res.prediction == labels
 
-    with open(os.path.join(workdir, "certify.jsonl"), "w") as f:
+    primary = parallel.is_primary()    # every host holds the gathered counts; one writes
+    with open(os.path.join(workdir, "certify.jsonl") if primary else os.devnull, "w") as f:
         for i in range(num):
             f.write(json.dumps({
                 "index": i, "label": int(labels[i]), "prediction": int(res.prediction[i]),
@@ -617,6 +623,8 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, *, wo
                                                 if steady and sum(s for _, s in steady) > 0 else None),
         "radius_formula": formula,
     }
+    if not primary:
+        return result
     with open(os.path.join(workdir, "certified.json"), "w") as f:
         json.dump(result, f, indent=2)
     _plot(os.path.join(workdir, "certified.png"), radii_grid, acc, res.radius, correct,

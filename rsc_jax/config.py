@@ -74,7 +74,9 @@ def base() -> ml_collections.ConfigDict:
     c.train.log_every = 10
     c.train.checkpoint_every = 100   # steps; also at every epoch end and at the end
     c.train.keep_checkpoints = 2
-    c.train.num_devices = 0          # 0 = all devices
+    c.train.num_devices = 0          # 0 = all devices (every device of every host when multi-host)
+    c.train.model_axis = 1           # devices on the mesh's "model" axis (big kernels split); 1 = pure DP
+    c.train.skip_nonfinite = False   # True: skip steps with a NaN/Inf loss or gradient (counted)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 256
@@ -82,9 +84,10 @@ def base() -> ml_collections.ConfigDict:
 
     # Sections owned by the modules that use them (imported here, not at module top,
     # so that reading a config does not pull in the attack and certification code).
-    from rsc_jax import certify, robustness
+    from rsc_jax import certify, distill, robustness
     c.attack = robustness.default_config()
     c.certify = certify.default_config()
+    c.distill = distill.default_config()   # E-RSCT; enabled=False (the *_erst configs turn it on)
     return c
 
 
@@ -165,6 +168,8 @@ def validate(cfg: ml_collections.ConfigDict, *, device_count: int | None = None)
     _positive(cfg, "train.checkpoint_every", integer=True)
     _positive(cfg, "train.keep_checkpoints", integer=True)
     _positive(cfg, "train.num_devices", integer=True, allow_zero=True)
+    if not isinstance(cfg.train.get("skip_nonfinite", False), bool):
+        _fail("train.skip_nonfinite", cfg.train.skip_nonfinite, "must be True or False")
     _positive(cfg, "eval.batch_size", integer=True)
     _positive(cfg, "eval.draws", integer=True)
 
@@ -172,6 +177,10 @@ def validate(cfg: ml_collections.ConfigDict, *, device_count: int | None = None)
     if cfg.train.num_devices > n:
         _fail("train.num_devices", cfg.train.num_devices, f"this machine has {n} devices")
     n = cfg.train.num_devices or n
+    _positive(cfg, "train.model_axis", integer=True)
+    if n % cfg.train.model_axis:
+        _fail("train.model_axis", cfg.train.model_axis, f"must divide the device count {n}")
+    n //= cfg.train.model_axis        # batches split over the data axis only
     for f in ("train.batch_size", "eval.batch_size"):
         if _get(cfg, f) % n:
             _fail(f, _get(cfg, f), f"must be divisible by the device count {n}")

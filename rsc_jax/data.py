@@ -235,26 +235,33 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
     return order[pos * batch_size:(pos + 1) * batch_size]
 
 
-def crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Random crop after zero padding by ``pad`` and random horizontal flip (CIFAR style)."""
+def crop_flip(images: np.ndarray, positions: np.ndarray, *, seed: int, step: int, pad: int = 4) -> np.ndarray:
+    """Random crop after zero padding by ``pad`` and random horizontal flip (CIFAR style).
+
+    Example i's crop and flip come from ``(seed, step, positions[i])`` alone (its
+    position in the global batch), so a host that loads only its rows augments them
+    exactly as a single host would.
+    """
     n, h, w, _ = images.shape
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    dy = rng.integers(0, 2 * pad + 1, n)
-    dx = rng.integers(0, 2 * pad + 1, n)
-    flip = rng.random(n) < 0.5
     out = np.empty_like(images)
     for i in range(n):
-        crop = padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
-        out[i] = crop[:, ::-1] if flip[i] else crop
+        rng = np.random.default_rng([seed, step, 1, int(positions[i])])
+        dy, dx = rng.integers(0, 2 * pad + 1, 2)
+        crop = padded[i, dy:dy + h, dx:dx + w]
+        out[i] = crop[:, ::-1] if rng.random() < 0.5 else crop
     return out
 
 
-def train_batch(ds: Dataset, *, step: int, batch_size: int, seed: int, augment: bool) -> dict[str, np.ndarray]:
-    """The global batch of ``step``: float images in [0, 1], int32 labels."""
-    idx = batch_indices(len(ds.train), batch_size, step, seed)
+def train_batch(ds: Dataset, *, step: int, batch_size: int, seed: int, augment: bool,
+                rows: slice = slice(None)) -> dict[str, np.ndarray]:
+    """Rows ``rows`` of the global batch of ``step`` (default all): float images in
+    [0, 1], int32 labels. Only those rows are read from the source."""
+    positions = np.arange(batch_size)[rows]
+    idx = batch_indices(len(ds.train), batch_size, step, seed)[rows]
     images, labels = ds.train.get(idx)
     if augment:
-        images = crop_flip(images, np.random.default_rng([seed, step, 1]))
+        images = crop_flip(images, positions, seed=seed, step=step)
     return {"image": to_float(images), "label": labels.astype(np.int32)}
 
 

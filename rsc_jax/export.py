@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsc_jax import coding, models
+from rsc_jax import coding, models, parallel
 
 Array = jax.Array
 FORMAT_VERSION = 1
@@ -49,6 +49,53 @@ def classifier_config(*, model: dict[str, Any], coding_cfg: dict[str, Any], data
             "coding": {"method": coding_cfg["method"], "sigma": float(coding_cfg["sigma"]),
                        "T": int(coding_cfg["T"])},
             "dataset": dict(dataset)}
+
+
+def check_images(x: Any, name: str = "x") -> None:
+    """Host-side check of concrete images: float ``[B, H, W, C]`` with values in [0, 1].
+
+    Runs only on concrete values (NumPy arrays, or JAX arrays outside ``jit``): a traced
+    ``x`` cannot be inspected and is let through, so callers that jit check their host
+    inputs first (``check_inputs``, ``robustness.run``, ``certify.run``, ``pipeline.run``).
+    Raises ``ExportError`` naming the problem.
+    """
+    if isinstance(x, jax.core.Tracer):
+        return
+    a = np.asarray(x)
+    if a.ndim != 4:
+        raise ExportError(f"{name} has shape {a.shape}; images [B, H, W, C] are required")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ExportError(f"{name} has dtype {a.dtype}; float images in [0, 1] are required "
+                          "(convert uint8 with x.astype(np.float32) / 255)")
+    if a.size:
+        lo, hi = float(np.min(a)), float(np.max(a))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise ExportError(f"{name} has values in [{lo}, {hi}]; images must lie in [0, 1] "
+                              "(the coding adds noise and the model normalises; do not pre-normalise)")
+
+
+def check_inputs(config: dict[str, Any], images: Any, labels: Any | None = None, *, where: str = "") -> None:
+    """Host-side checks that ``images`` [N, H, W, C] (and int ``labels`` [N]) fit the
+    export described by ``config``: same image shape, pixels in [0, 1], labels in
+    ``[0, num_classes)``. Raises ``ExportError`` naming the problem."""
+    src = f"export {where!r}" if where else "the export"
+    check_images(images, "images")
+    shape = tuple(np.shape(images)[1:])
+    want = tuple(config["dataset"]["image_shape"])
+    if shape != want:
+        raise ExportError(f"images have shape {shape} per example but {src} was trained on {want} "
+                          f"({config['dataset'].get('name', '?')} data, model {config['model']['name']!r}); "
+                          "use an export trained on this data set")
+    if labels is not None:
+        y = np.asarray(labels)
+        if y.shape != (len(images),):
+            raise ExportError(f"labels have shape {y.shape}; [{len(images)}] (one per image) is required")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ExportError(f"labels have dtype {y.dtype}; integer class ids are required")
+        k = int(config["dataset"]["num_classes"])
+        if y.size and (y.min() < 0 or y.max() >= k):
+            raise ExportError(f"labels lie in [{y.min()}, {y.max()}] but {src} has {k} classes: labels must be "
+                              f"in [0, {k - 1}]")
 
 
 def build_model(config: dict[str, Any]):
@@ -99,8 +146,13 @@ class Classifier:
         return coded if spiking else coded[0]
 
     def apply(self, variables: Any, key: Array, x: Array) -> Array:
-        """Pure: logits ``[B, classes]`` of images ``x`` ``[B, H, W, C]`` in [0, 1]."""
+        """Pure: logits ``[B, classes]`` of images ``x`` ``[B, H, W, C]`` in [0, 1].
+
+        Concrete host inputs (NumPy arrays) are checked for range and dtype here
+        (``check_images``); traced or device inputs are not inspected (no sync)."""
         chex.assert_rank(x, 4)
+        if isinstance(x, np.ndarray):
+            check_images(x)
         return self.model.apply(variables, self.encode(key, x), train=False)
 
     def logits(self, key: Array, x: Array) -> Array:
@@ -141,21 +193,28 @@ def save(path: str, classifier: Classifier) -> str:
     import orbax.checkpoint as ocp
     path = os.path.abspath(path)
     tmp, old = path + ".tmp", path + ".old"
-    for p in (tmp, old):
-        if os.path.exists(p):
-            shutil.rmtree(p)
-    os.makedirs(tmp)
-    variables = jax.device_get({"params": classifier.params["params"],
-                                "batch_stats": classifier.params.get("batch_stats", {})})
+    primary = parallel.is_primary()
+    # Multi-host: every process takes part in the orbax save (it writes from process
+    # 0 and synchronises the rest); only process 0 moves directories, between barriers.
+    if primary:
+        for p in (tmp, old):
+            if os.path.exists(p):
+                shutil.rmtree(p)
+        os.makedirs(tmp)
+    parallel.barrier("export-save-start")
+    variables = parallel.gather({"params": classifier.params["params"],
+                                 "batch_stats": classifier.params.get("batch_stats", {})})
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(tmp, "variables"), variables)
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(classifier.config, f, indent=2)
-    if os.path.exists(path):
-        os.rename(path, old)
-    os.rename(tmp, path)
-    if os.path.exists(old):
-        shutil.rmtree(old)
+    if primary:
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(classifier.config, f, indent=2)
+        if os.path.exists(path):
+            os.rename(path, old)
+        os.rename(tmp, path)
+        if os.path.exists(old):
+            shutil.rmtree(old)
+    parallel.barrier("export-save-done")
     return path
 
 
@@ -174,11 +233,11 @@ def load_config(path: str) -> dict[str, Any]:
 
 
 def load(path: str) -> Classifier:
-    """Loads an export written by ``save`` onto the default device."""
+    """Loads an export written by ``save`` onto this process's first local device."""
     import orbax.checkpoint as ocp
     config = load_config(path)
     abstract = _abstract_variables(config)
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
     try:
         with ocp.StandardCheckpointer() as ckptr:

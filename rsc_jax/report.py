@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any, Callable
 
+from rsc_jax import parallel
+
 # (file in the workdir, key in report.json, title)
 SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("train_summary.json", "train", "Training"),
@@ -23,7 +25,9 @@ def read_json(path: str) -> Any | None:
 
 
 def write_json(path: str, obj: Any) -> None:
-    """Writes ``obj`` atomically (a reader never sees half a file)."""
+    """Writes ``obj`` atomically (a reader never sees half a file); process 0 only."""
+    if not parallel.is_primary():
+        return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
@@ -72,6 +76,7 @@ def build(workdir: str, run_config: dict[str, Any],
         body = renderers[key](r) if key in renderers else f"See `{fname}`.\n"
         md.append(body if body.startswith("## ") else f"## {title}\n\n{body}")
     write_json(os.path.join(workdir, "report.json"), report)
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write("\n".join(md))
+    if parallel.is_primary():
+        with open(os.path.join(workdir, "report.md"), "w") as f:
+            f.write("\n".join(md))
     return report

@@ -427,8 +427,11 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
     if images.ndim != 4 or labels.shape != images.shape[:1]:
         raise ValueError(f"images of shape {images.shape} and labels of shape {labels.shape} do not match; "
                          "need [N, H, W, C] float images and [N] labels")
-    if images.size and (images.min() < 0 or images.max() > 1):
+    if images.size and (not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1):
         raise ValueError(f"images range [{images.min()}, {images.max()}] is not allowed; need [0, 1]")
+    k = getattr(classifier, "num_classes", None)
+    if isinstance(k, int) and labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"labels lie in [{labels.min()}, {labels.max()}] but the classifier has {k} classes")
     n = len(images) if cfg.num_examples == -1 else min(cfg.num_examples, len(images))
     images, labels = images[:n], labels[:n]
     logits_fn = _as_logits_fn(classifier)
@@ -501,9 +504,10 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
         "png": "robustness.png", "seconds": time.time() - t_start,
     }
     result = _jsonable(result)
-    with open(os.path.join(workdir, "robustness.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    plot(result, os.path.join(workdir, "robustness.png"))
+    if parallel.is_primary():          # every host computed the same gathered result
+        with open(os.path.join(workdir, "robustness.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        plot(result, os.path.join(workdir, "robustness.png"))
     return result
 
 

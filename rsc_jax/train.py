@@ -8,9 +8,13 @@ run gives the same parameters on 1 or N devices and after a resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -95,18 +99,22 @@ def init_state(variables: PyTree, tx: optax.GradientTransformation) -> dict[str,
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, noise_key: Array,
-                    *, skip_nonfinite: bool = False) -> Callable[[dict, dict], tuple[dict, dict]]:
-    """One jitted optimisation step ``(state, batch) -> (state, metrics)``.
+                    *, skip_nonfinite: bool = False) -> Callable[..., tuple[dict, dict]]:
+    """One jitted optimisation step ``(state, batch, *extra) -> (state, metrics)``.
+
+    ``extra`` (optional, e.g. a frozen teacher's variables for E-RSCT, replicated) is
+    passed on as ``loss_fn(params, batch_stats, batch, keys, *extra)``: a step input,
+    not a constant baked into the compiled program, and never differentiated.
 
     ``batch`` holds ``image`` [B, H, W, C] in [0, 1], ``label`` [B] and ``index`` [B]
     (position in the global batch), sharded along the mesh's ``data`` axis; the state
     is replicated. With ``skip_nonfinite`` a step whose loss or gradient is not
     finite leaves the state unchanged (but for ``step``) and reports ``skipped=1``.
     """
-    def step(state, batch):
+    def step(state, batch, *extra):
         keys = parallel.example_keys(jax.random.fold_in(noise_key, state["step"]), batch["index"])
         (loss, (bstats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], state["batch_stats"], batch, keys)
+            state["params"], state["batch_stats"], batch, keys, *extra)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         new = {"params": optax.apply_updates(state["params"], updates), "batch_stats": bstats,
                "opt_state": opt_state, "step": state["step"] + 1}
@@ -123,15 +131,69 @@ class NonFiniteError(FloatingPointError):
     """The training loss or gradient became NaN or Inf."""
 
 
+class Preempted(RuntimeError):
+    """SIGTERM stopped training; a checkpoint was saved at ``step`` (rerun to resume)."""
+
+    def __init__(self, step: int, directory: str) -> None:
+        super().__init__(f"stopped by SIGTERM after step {step}: a checkpoint of step {step} is saved in "
+                         f"{directory}; rerun the same command to resume from there")
+        self.step, self.directory = step, directory
+
+
+@contextlib.contextmanager
+def sigterm_flag():
+    """Yields an ``Event`` that SIGTERM sets (instead of killing the process).
+
+    TPU VMs and SLURM send SIGTERM some time before a preemption; the training loop
+    checks the flag after every step, saves and stops. Outside the main thread (where
+    Python cannot install handlers) the flag is never set. The previous handler is
+    restored on exit.
+    """
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def first_nonfinite(ms: list[dict[str, Any]], first_step: int) -> tuple[int, list[str]] | None:
+    """``(step, terms)`` of the first metrics dict in ``ms`` flagged not finite, else None.
+
+    ``ms[i]`` holds the host metrics of training step ``first_step + i`` (1-based, as in
+    metrics.jsonl); ``terms`` are the metric names whose values are NaN or Inf.
+    """
+    for i, m in enumerate(ms):
+        if not m["finite"]:
+            bad = [k for k, v in m.items() if k != "finite" and not np.all(np.isfinite(v))]
+            return first_step + i, bad or ["grad_norm"]
+    return None
+
+
+def summarise(ms: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of each metric over the finite steps of ``ms``, plus ``skipped`` (their count)."""
+    good = [m for m in ms if m["finite"]] or ms
+    rec = {k: float(np.mean([m[k] for m in good])) for k in ms[0]}
+    rec["skipped"] = int(sum(1 for m in ms if not m["finite"]))
+    return rec
+
+
 def _checkpoint_manager(workdir: str, keep: int):
     import orbax.checkpoint as ocp
     return ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             cleanup_tmp_directories=True))   # leftovers of killed saves
 
 
-def restore_latest(mngr, abstract_state: PyTree, log: Callable[[str], None] = logging.warning) -> tuple[PyTree, dict] | None:
-    """The newest checkpoint that restores, trying older ones when the newest is damaged."""
+def restore_latest(mngr, abstract_state: PyTree, log: Callable[[str], None] = logging.warning,
+                   damaged: list[int] | None = None) -> tuple[PyTree, dict] | None:
+    """The newest checkpoint that restores, trying older ones when the newest is damaged.
+
+    Each damaged step is reported through ``log`` and appended to ``damaged``."""
     import orbax.checkpoint as ocp
     for s in sorted(mngr.all_steps(), reverse=True):
         try:
@@ -141,12 +203,31 @@ def restore_latest(mngr, abstract_state: PyTree, log: Callable[[str], None] = lo
         except Exception as e:  # orbax raises many types for damaged files
             log(f"checkpoint at step {s} in {mngr.directory} could not be restored ({type(e).__name__}: "
                 f"{str(e)[:200]}); trying an older one")
+            if damaged is not None:
+                damaged.append(s)
     return None
+
+
+def quarantine(mngr, steps: list[int], workdir: str) -> list[str]:
+    """Moves damaged checkpoint steps to ``WORKDIR/checkpoints_damaged/`` (kept for
+    inspection, never deleted), so that a fresh save of the same step can replace them."""
+    moved = []
+    for s in steps:
+        src = os.path.join(str(mngr.directory), str(s))
+        if os.path.isdir(src):
+            dst = os.path.join(os.path.abspath(workdir), "checkpoints_damaged", f"{s}-{int(time.time())}")
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.move(src, dst)
+            logging.warning("damaged checkpoint of step %d moved to %s", s, dst)
+            moved.append(dst)
+    if moved:
+        mngr.reload()
+    return moved
 
 
 def _save(mngr, state: PyTree, meta: dict) -> None:
     import orbax.checkpoint as ocp
-    step = int(jax.device_get(state["step"]))
+    step = int(parallel.gather(state["step"]))
     if step in mngr.all_steps():
         return
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
@@ -154,7 +235,7 @@ def _save(mngr, state: PyTree, meta: dict) -> None:
 
 def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mesh: jax.sharding.Mesh,
           clf_config: dict[str, Any] | None = None, loss_factory: Callable[[export.Classifier], LossFn] | None = None,
-          init_variables: PyTree | None = None, progress: bool = True,
+          init_variables: PyTree | None = None, loss_inputs: PyTree | None = None, progress: bool = True,
           max_steps: int | None = None) -> tuple[export.Classifier, dict[str, Any]]:
     """Trains (or resumes training) and returns the classifier and a summary.
 
@@ -167,6 +248,8 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
       loss_factory: builds the loss from the classifier (default: cross-entropy);
         E-RSCT passes its distillation loss here.
       init_variables: initial ``{"params", "batch_stats"}`` (default: fresh init).
+      loss_inputs: a pytree replicated over the mesh and passed to every step as the
+        loss's fifth argument (E-RSCT: the frozen teacher's variables); default none.
       max_steps: stop after this many steps of this invocation (a checkpoint is
         saved there), as a preempted job would; the next call resumes.
     """
@@ -185,63 +268,91 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
         return init_state(v, tx)
 
     abstract = jax.eval_shape(fresh_state)
-    repl = parallel.replicated(mesh)
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract)
+    abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+                            abstract, parallel.state_shardings(abstract, mesh))
     os.makedirs(workdir, exist_ok=True)
     mngr = _checkpoint_manager(workdir, tc.keep_checkpoints)
-    restored = restore_latest(mngr, abstract)
+    damaged: list[int] = []
+    restored = restore_latest(mngr, abstract, damaged=damaged)
+    quarantine(mngr, damaged, workdir)
+    skipped_total = 0
     if restored is None:
         state, start = parallel.replicate(fresh_state(), mesh), 0
+        if damaged:
+            logging.warning("no checkpoint in %s could be restored: training starts from scratch", mngr.directory)
     else:
         state, meta = restored
-        start = int(meta["step"])
+        start, skipped_total = int(meta["step"]), int(meta.get("skipped_steps", 0))
         logging.info("resuming from step %d of %d", start, total)
     step_fn = make_train_step((loss_factory or cross_entropy_loss)(clf), tx, noise_key,
                               skip_nonfinite=bool(cfg.train.get("skip_nonfinite", False)))
     meta = {"model": clf_config["model"]["name"], "total_steps": total}
-    index = np.arange(tc.batch_size, dtype=np.int32)
+    rows = parallel.process_rows(tc.batch_size, mesh)          # this host's part of every batch
+    index = np.arange(tc.batch_size, dtype=np.int32)[rows]
+    extra = () if loss_inputs is None else (parallel.replicate(loss_inputs, mesh),)
 
     def make_batch(s: int) -> dict[str, np.ndarray]:
-        b = data.train_batch(ds, step=s, batch_size=tc.batch_size, seed=cfg.seed, augment=cfg.dataset.augment)
+        b = data.train_batch(ds, step=s, batch_size=tc.batch_size, seed=cfg.seed, augment=cfg.dataset.augment,
+                             rows=rows)
         b["index"] = index
         return b
 
     t0, history, pending = time.time(), [], []
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     stop = total if max_steps is None else min(total, start + max_steps)
-    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress,
+    primary = parallel.is_primary()
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (progress and primary),
                dynamic_ncols=True)
-    with open(metrics_path, "a") as mf:
+    skip = bool(cfg.train.get("skip_nonfinite", False))
+    with open(metrics_path, "a") as mf, sigterm_flag() as sigterm:
         for s, batch in zip(range(start, stop), data.prefetch(make_batch, range(start, stop))):
-            state, m = step_fn(state, parallel.shard_batch(batch, mesh))
+            state, m = step_fn(state, parallel.global_batch(batch, mesh, tc.batch_size), *extra)
             pending.append(m)
             last = s + 1 == stop
-            if (s + 1) % tc.log_every == 0 or (s + 1) % spe == 0 or last:
-                ms = jax.device_get(pending)
+            preempt = sigterm.is_set() and not last
+            save = (s + 1) % tc.checkpoint_every == 0 or (s + 1) % spe == 0 or last or preempt
+            # Metrics are checked before every save, so a NaN state is never checkpointed.
+            if (s + 1) % tc.log_every == 0 or save:
+                ms = parallel.gather(pending)
                 pending = []
-                if not all(x["finite"] for x in ms) and not cfg.train.get("skip_nonfinite", False):
+                bad = first_nonfinite(ms, s + 2 - len(ms))
+                if bad and not skip:
                     mngr.wait_until_finished()
-                    bad = [k for k, v in ms[-1].items() if not np.all(np.isfinite(v))]
-                    raise NonFiniteError(f"non-finite training values at step <= {s + 1} (terms: {bad}); "
-                                         f"the last good checkpoint is kept in {mngr.directory}")
-                rec = {k: float(np.mean([x[k] for x in ms])) for k in ms[0]}
+                    good = mngr.latest_step()
+                    bar.close()
+                    raise NonFiniteError(
+                        f"non-finite training value at step {bad[0]}: term(s) {', '.join(bad[1])} became NaN or "
+                        f"Inf; training stopped. The last good checkpoint (step {good}) is kept in "
+                        f"{mngr.directory}. Lower config.train.lr, or pass --config.train.skip_nonfinite=True "
+                        "to skip such steps")
+                rec = summarise(ms)
+                skipped_total += rec["skipped"]
+                if rec["skipped"]:
+                    logging.warning("skipped %d non-finite step(s), first at step %d (terms: %s)",
+                                    rec["skipped"], bad[0], ", ".join(bad[1]))
                 rec.update(step=s + 1, epoch=s // spe, lr=float(make_schedule(tc, total)(s)),
-                           seconds=round(time.time() - t0, 3))
-                mf.write(json.dumps(rec) + "\n")
-                mf.flush()
+                           skipped_total=skipped_total, seconds=round(time.time() - t0, 3))
+                if primary:
+                    mf.write(json.dumps(rec) + "\n")
+                    mf.flush()
                 history.append(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}")
             bar.update(1)
-            if (s + 1) % tc.checkpoint_every == 0 or (s + 1) % spe == 0 or last:
-                _save(mngr, state, dict(meta, step=s + 1))
+            if save:
+                _save(mngr, state, dict(meta, step=s + 1, skipped_steps=skipped_total))
+            if preempt:
+                mngr.wait_until_finished()
+                mngr.close()
+                bar.close()
+                raise Preempted(s + 1, str(mngr.directory))
     bar.close()
     if total == 0 or start >= total:
-        _save(mngr, state, dict(meta, step=int(jax.device_get(state["step"]))))
+        _save(mngr, state, dict(meta, step=int(parallel.gather(state["step"]))))
     mngr.wait_until_finished()
     mngr.close()
-    variables = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
-    summary = {"steps": int(jax.device_get(state["step"])), "total_steps": total, "resumed_from": start, "seconds": round(time.time() - t0, 2),
-               "steps_per_epoch": spe, "final": history[-1] if history else None}
+    variables = parallel.gather({"params": state["params"], "batch_stats": state["batch_stats"]})
+    summary = {"steps": int(parallel.gather(state["step"])), "total_steps": total, "resumed_from": start, "seconds": round(time.time() - t0, 2),
+               "steps_per_epoch": spe, "skipped_steps": skipped_total, "final": history[-1] if history else None}
     return export.Classifier(clf_config, variables), summary
 
 

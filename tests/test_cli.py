@@ -8,12 +8,18 @@ import sys
 import pytest
 import tensorflow_datasets as tfds
 
-from rsc_jax import main
+from rsc_jax import pipeline
 from tests.conftest import ROOT
 from tests.helpers import load_config
 
 TINY = ["--config.train.epochs=1", "--config.model.width=0.25", "--config.coding.T=2",
-        "--config.eval.draws=2", "--progress=false"]
+        "--config.eval.draws=2", "--progress=false",
+        # a small attack grid and certification: the full pipeline, at test size
+        "--config.attack.num_examples=32", "--config.attack.batch_size=32", "--config.attack.strong_steps=8",
+        "--config.attack.ensemble=False", "--config.attack.l2=False", "--config.attack.square=False",
+        "--config.attack.sanity_steps=5",
+        "--config.certify.num_examples=4", "--config.certify.n=200", "--config.certify.batch=100",
+        "--config.certify.image_batch=4"]
 
 
 def _cli(*args, timeout=600):
@@ -32,6 +38,9 @@ def test_cli_all_writes_report(tmp_path):
     assert 0.0 <= report["evaluation"]["accuracy"] <= 1.0
     md = (wd / "report.md").read_text()
     assert "## Clean evaluation" in md and "## Training" in md
+    assert "## Adversarial robustness" in md and "## Certified robustness" in md
+    assert report["robustness"]["n_examples"] == 32 and report["certification"]["num_examples"] == 4
+    assert (wd / "ann_twin" / "export" / "config.json").is_file()   # the transfer source
     assert (wd / "export" / "config.json").is_file() and (wd / "metrics.jsonl").is_file()
     # A second run of the finished job resumes at the end instead of retraining.
     p2 = _cli(f"--workdir={wd}", "--mode=train", *TINY)
@@ -66,7 +75,7 @@ def test_paper_configs_train_a_step_on_mock_data(name, tmp_path):
     c.coding.T = 2
     c.dataset.image_size = 32   # ImageNet: keep the mock images small on the CPU
     with tfds.testing.mock_data(num_examples=4):
-        main.run(c, str(tmp_path), "train", progress=False)
+        pipeline.run(c, str(tmp_path), "train", progress=False)
     summary = json.loads((tmp_path / "train_summary.json").read_text())
     assert summary["steps"] == 2 and summary["final"]["finite"] == 1.0
     assert json.loads((tmp_path / "export" / "config.json").read_text())["model"]["name"] == c.model.name

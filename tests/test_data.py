@@ -29,9 +29,16 @@ def test_batch_order_is_a_function_of_seed_and_step():
 
 def test_crop_flip_keeps_shape_and_content():
     img = np.arange(2 * 6 * 6 * 1, dtype=np.uint8).reshape(2, 6, 6, 1)
-    out = data.crop_flip(img, np.random.default_rng(0), pad=0)
+    out = data.crop_flip(img, np.arange(2), seed=0, step=0, pad=0)
     for i in range(2):   # with no padding the crop is the image, maybe flipped
         assert np.array_equal(out[i], img[i]) or np.array_equal(out[i], img[i][:, ::-1])
+    # Each example's augmentation depends only on (seed, step, position): a host that
+    # holds rows 1.. of the batch augments them exactly as the whole batch would.
+    big = np.random.default_rng(0).integers(0, 255, (6, 6, 6, 3), dtype=np.uint8)
+    whole = data.crop_flip(big, np.arange(6), seed=3, step=7)
+    part = data.crop_flip(big[2:5], np.arange(2, 5), seed=3, step=7)
+    np.testing.assert_array_equal(whole[2:5], part)
+    assert not np.array_equal(whole, data.crop_flip(big, np.arange(6), seed=3, step=8))
 
 
 def test_real_cifar_subset():

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from rsc_jax.models import convnet, layers, resnet, vgg
+from rsc_jax.models import convnet, layers, resnet, vgg  # noqa: F401  (layers: public)
 from rsc_jax.models.layers import Neuron
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
