@@ -111,3 +111,24 @@ for m in (parallel.make_mesh(4, model=2), parallel.make_mesh(4)):
 print(max(float(np.abs(a - b).max()) for a, b in zip(*res)))
 """, devices=4)
     assert float(out.strip().splitlines()[-1]) < 1e-5
+
+
+def test_checkpoint_resumes_on_another_device_count():
+    # A run checkpointed on a 4-device mesh (model axis 2, so some leaves are split)
+    # resumes on 1 device and ends where an uninterrupted 1-device run ends.
+    from tests.conftest import run_python
+    out = run_python("""
+import os, jax, numpy as np
+from rsc_jax import data, parallel, train
+from tests.helpers import tiny_digits_config
+parallel.MODEL_SHARD_MIN_SIZE = 1000
+c = tiny_digits_config(epochs=1, checkpoint_every=4)
+ds = data.load(c)
+base = f'/tmp/rsc_reshard_{os.getpid()}'
+_, s1 = train.train(c, ds, base + '_cut', mesh=parallel.make_mesh(4, model=2), progress=False, max_steps=8)
+resumed, s2 = train.train(c, ds, base + '_cut', mesh=parallel.make_mesh(1), progress=False, max_steps=4)
+full, _ = train.train(c, ds, base + '_full', mesh=parallel.make_mesh(1), progress=False, max_steps=12)
+assert (s1['steps'], s2['resumed_from'], s2['steps']) == (8, 8, 12), (s1, s2)
+print(max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(full.params))))
+""", devices=4)
+    assert float(out.strip().splitlines()[-1]) < 1e-5
