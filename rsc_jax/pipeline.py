@@ -100,9 +100,16 @@ def run(cfg: Any, workdir: str, mode: str, *, export_path: str | None = None, pr
     ds = None
     if any(m in ("train", "train_ann_twin", "evaluate", "export", "attack", "certify") for m in modes):
         ds = data.load(cfg)          # data errors stop the run before anything is written
+    test_split: list = []          # the test arrays, read once for every mode that needs them
+
+    def test_arrays():
+        if not test_split:
+            test_split.extend(data.test_arrays(ds))
+        return test_split
+
     if ds is not None and not {"train", "export"} & set(modes) and {"evaluate", "attack", "certify"} & set(modes):
         # An existing export must fit the data (image shape, label range) before compiling.
-        export.check_inputs(export.load_config(export_path), *data.test_arrays(ds), where=export_path)
+        export.check_inputs(export.load_config(export_path), *test_arrays(), where=export_path)
     report.write_json(os.path.join(workdir, "config.json"), run_config)
     for m in modes:
         if m == "train":
@@ -126,7 +133,7 @@ def run(cfg: Any, workdir: str, mode: str, *, export_path: str | None = None, pr
             export.save(export_path, clf)
         elif m == "evaluate":
             clf = export.load(export_path)
-            x, y = data.test_arrays(ds)
+            x, y = test_arrays()
             r = train.evaluate(clf, x, y, batch_size=cfg.eval.batch_size, draws=cfg.eval.draws, seed=cfg.seed,
                                mesh=mesh, progress=progress)
             report.write_json(os.path.join(workdir, "evaluation.json"), r)
@@ -145,12 +152,12 @@ def run(cfg: Any, workdir: str, mode: str, *, export_path: str | None = None, pr
                     transfer = export.load(src)
                 else:
                     logging.warning("no transfer source at %s: the transfer attack is skipped", src)
-            x, y = data.test_arrays(ds)
+            x, y = test_arrays()
             robustness.run(clf, x, y, cfg.attack, workdir=workdir, mesh=mesh, transfer=transfer, progress=progress)
         elif m == "certify":
             from rsc_jax import certify
             clf = export.load(export_path)
-            x, y = data.test_arrays(ds)
+            x, y = test_arrays()
             r = certify.run(clf, x, y, cfg.certify, workdir=workdir, mesh=mesh, progress=progress)
             logging.info("certified accuracy %s at radii %s", r["certified_accuracy"], r["radii"])
         elif m == "report":
