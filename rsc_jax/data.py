@@ -59,7 +59,6 @@ class TfdsSource:
     """A ``tfds.data_source`` split; ImageNet images are resized and cropped to ``size``."""
     source: Any
     size: int = 0
-    train: bool = False
 
     def __len__(self) -> int:
         return len(self.source)
@@ -196,7 +195,7 @@ def load(cfg: Any) -> Dataset:
         split_test = "validation" if c.name == "imagenet2012" else "test"
         tr = _tfds_split(c.name, "train" if c.num_train == -1 else f"train[:{c.num_train}]", c.data_dir)
         te = _tfds_split(c.name, split_test if c.num_test == -1 else f"{split_test}[:{c.num_test}]", c.data_dir)
-        train, test = TfdsSource(tr, size, True), TfdsSource(te, size, False)
+        train, test = TfdsSource(tr, size), TfdsSource(te, size)
         first, _ = train.get(np.array([0]))
         image_shape = tuple(first.shape[1:])
         num_classes = NUM_CLASSES[c.name]
