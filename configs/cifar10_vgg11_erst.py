@@ -7,21 +7,11 @@ The student keeps the plain config's schedule; E-RSCT's point is that it needs f
 epochs, so try e.g. ``--config.train.epochs=100``. Needs tfds cifar10 (see README).
 """
 
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location(
-    "_cifar10_vgg11", os.path.join(os.path.dirname(os.path.abspath(__file__)), "cifar10_vgg11.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from rsc_jax import config
 
 
 def get_config():
-    c = _base.get_config()
-    c.distill.enabled = True
-    c.distill.alpha = 1.0
-    c.distill.tau_kd = 4.0
-    c.distill.beta = 1.0
-    c.distill.init_from_teacher = True
+    c = config.from_file("cifar10_vgg11")
+    c.distill.enabled = True          # alpha 1, tau_kd 4, beta 1, init from teacher: distill.default_config()
     c.distill.teacher_epochs = -1   # the teacher trains as long as the plain student would
     return c

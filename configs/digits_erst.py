@@ -9,20 +9,11 @@ the teacher is also the transfer-attack source. alpha = 1, tau_kd = 4, beta = 1 
 initialisation from the teacher are our defaults (the paper does not state them).
 """
 
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location("_digits", os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from rsc_jax import config
 
 
 def get_config():
-    c = _base.get_config()
-    c.distill.enabled = True
-    c.distill.alpha = 1.0
-    c.distill.tau_kd = 4.0
-    c.distill.beta = 1.0
-    c.distill.init_from_teacher = True
+    c = config.from_file("digits")
+    c.distill.enabled = True          # alpha 1, tau_kd 4, beta 1, init from teacher: distill.default_config()
     c.distill.teacher_epochs = 15
     return c

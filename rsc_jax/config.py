@@ -25,6 +25,25 @@ class ConfigError(ValueError):
     """A configuration field has a value that is not allowed."""
 
 
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def call_file(path: str, fn: str = "get_config") -> Any:
+    """Imports the Python file ``path`` and returns ``fn()`` (configs, sweep files)."""
+    import importlib.util
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r}: no such file")
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return getattr(mod, fn)()
+
+
+def from_file(name: str) -> ml_collections.ConfigDict:
+    """``configs/NAME.py``'s ``get_config()``: lets one experiment start from another."""
+    return call_file(os.path.join(CONFIG_DIR, f"{name}.py"))
+
+
 def base() -> ml_collections.ConfigDict:
     """Defaults shared by all experiments (SPEC §1-3; ours where the paper is silent)."""
     c = ml_collections.ConfigDict()

@@ -12,7 +12,6 @@ is skipped, an interrupted one resumes from its checkpoints. ``results.json``,
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import logging
@@ -24,6 +23,8 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from rsc_jax import config
+
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (defines get_sweep()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
 _ONLY = flags.DEFINE_string("only", "", "Run only runs whose name contains this string.")
@@ -31,7 +32,6 @@ _COLLECT = flags.DEFINE_bool("collect_only", False, "Only collect the results of
 _PROGRESS = flags.DEFINE_bool("progress", False, "Show tqdm bars inside runs.")
 
 DONE = "sweep_done.json"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def grid(name: str, **axes: list[Any]) -> list[dict[str, Any]]:
@@ -44,18 +44,9 @@ def grid(name: str, **axes: list[Any]) -> list[dict[str, Any]]:
     return runs
 
 
-def load_file(path: str, fn: str) -> Any:
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    if spec is None or not os.path.isfile(path):
-        raise FileNotFoundError(f"--sweep={path!r}: no such file")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return getattr(mod, fn)()
-
-
 def run_config(sweep: dict[str, Any], run: dict[str, Any], seed: int):
     """The base config with the run's overrides and seed applied (validated by main)."""
-    cfg = load_file(os.path.join(ROOT, "configs", f"{sweep['base']}.py"), "get_config")
+    cfg = config.from_file(sweep["base"])
     for field, value in {**run["overrides"], "seed": seed}.items():
         node = cfg
         *parents, leaf = field.split(".")
@@ -157,7 +148,7 @@ def main(argv: list[str]) -> None:
     if not _SWEEP.value or not _WORKDIR.value:
         raise app.UsageError("--sweep and --workdir are required")
     from rsc_jax import pipeline
-    sweep = load_file(_SWEEP.value, "get_sweep")
+    sweep = config.call_file(_SWEEP.value, "get_sweep")
     root = os.path.abspath(_WORKDIR.value)
     os.makedirs(root, exist_ok=True)
     todo = [(r, s) for r in sweep["runs"] for s in sweep["seeds"] if _ONLY.value in r["name"]]

@@ -24,7 +24,6 @@ included in the first step of each run; compare runs of one invocation only.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -38,14 +37,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rsc_jax import attacks, data, distill, export, parallel, train  # noqa: E402
+from rsc_jax import attacks, config, data, distill, export, parallel, train  # noqa: E402
 
 
 def load_config(path: str):
-    spec = importlib.util.spec_from_file_location("study_cfg", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config()
+    return config.call_file(path)
 
 
 def make_eval(clf_config: dict[str, Any], seed: int):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from rsc_jax import sweep
+from rsc_jax import config, sweep
 
 
 def test_grid_and_overrides():
@@ -16,7 +16,7 @@ def test_grid_and_overrides():
     assert (cfg.coding.sigma, cfg.coding.T, cfg.seed) == (0.3, 8, 2)
     with pytest.raises(KeyError, match="coding.sigmaa"):
         sweep.run_config({"base": "digits"}, {"name": "x", "overrides": {"coding.sigmaa": 1}}, 0)
-    full = sweep.load_file(os.path.join(sweep.ROOT, "configs", "sweeps", "digits_codings.py"), "get_sweep")
+    full = config.call_file(os.path.join(config.CONFIG_DIR, "sweeps", "digits_codings.py"), "get_sweep")
     assert len(full["runs"]) == 2 + 2 + 10 + 10 + 1 and full["seeds"] == [0, 1, 2]
 
 
