@@ -24,6 +24,7 @@ included in the first step of each run; compare runs of one invocation only.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -56,14 +57,12 @@ def make_eval(clf_config: dict[str, Any], seed: int):
     return fn
 
 
-def accuracy(fn, variables, x: np.ndarray, y: np.ndarray, batch: int) -> float:
-    out = []
-    for idx, valid in parallel.padded_batches(len(y), batch):
-        out.append(np.asarray(fn(variables, jnp.asarray(idx, jnp.int32), x[idx], y[idx]))[:valid])
-    return float(np.concatenate(out).mean())
+def accuracy(fn, variables, x: np.ndarray, y: np.ndarray, batch: int, mesh) -> float:
+    correct = parallel.map_examples(functools.partial(fn, variables), [x, y], batch_size=batch, mesh=mesh)
+    return float(correct.mean())
 
 
-def pgd7_accuracy(clf: export.Classifier, x: np.ndarray, y: np.ndarray, batch: int, seed: int) -> float:
+def pgd7_accuracy(clf: export.Classifier, x: np.ndarray, y: np.ndarray, batch: int, seed: int, mesh) -> float:
     """PGD-7 (eps 8/255, step 2/255, random start, K = 1), judged on a fresh draw."""
     @jax.jit
     def fn(idx, xb, yb):
@@ -71,10 +70,7 @@ def pgd7_accuracy(clf: export.Classifier, x: np.ndarray, y: np.ndarray, batch: i
         xa = attacks.pgd(clf.logits, keys, xb, yb, eps=8 / 255, step_size=2 / 255, steps=7)
         j = attacks.judge(clf.logits, attacks.example_keys(seed, idx, stream=1), xa, yb, draws=1)
         return j["correct_first"]
-    out = []
-    for idx, valid in parallel.padded_batches(len(y), batch):
-        out.append(np.asarray(fn(jnp.asarray(idx, jnp.int32), x[idx], y[idx]))[:valid])
-    return float(np.concatenate(out).mean())
+    return float(parallel.map_examples(fn, [x, y], batch_size=batch, mesh=mesh).mean())
 
 
 def run_one(name: str, cfg, ds, loss_factory, init, loss_inputs, *, eval_every: int, eval_x, eval_y,
@@ -106,7 +102,7 @@ def run_one(name: str, cfg, ds, loss_factory, init, loss_inputs, *, eval_every: 
             seconds += time.time() - t0
         if (s + 1) % eval_every == 0 or s + 1 == total:
             variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-            acc = accuracy(ev, variables, eval_x, eval_y, eval_batch)
+            acc = accuracy(ev, variables, eval_x, eval_y, eval_batch, mesh)
             curve.append({"step": s + 1, "train_seconds": round(seconds, 2), "clean_accuracy": acc,
                           "loss": float(m["loss"])})
             print(f"[{name}] step {s + 1}/{total}  {seconds:.1f}s  acc {acc:.4f}  loss {float(m['loss']):.4f}",
@@ -151,7 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tdir:
         teacher, tsum = train.train(distill.teacher_config(erst), ds, tdir, mesh=mesh, progress=False)
     teacher_seconds = round(time.time() - t0, 2)
-    teacher_acc = accuracy(make_eval(teacher.config, plain.seed), teacher.params, x, y, eb)
+    teacher_acc = accuracy(make_eval(teacher.config, plain.seed), teacher.params, x, y, eb, mesh)
     print(f"[teacher] {tsum['steps']} steps {teacher_seconds}s clean acc {teacher_acc:.4f}", flush=True)
 
     s_cfg = train.classifier_config(erst, ds)
@@ -172,8 +168,8 @@ def main() -> None:
               "runs": {}}
     for name, r in runs.items():
         clf = r.pop("classifier")
-        final = accuracy(make_eval(clf.config, plain.seed), clf.params, x, y, eb)
-        robust = pgd7_accuracy(clf, ax, ay, eb, plain.seed)
+        final = accuracy(make_eval(clf.config, plain.seed), clf.params, x, y, eb, mesh)
+        robust = pgd7_accuracy(clf, ax, ay, eb, plain.seed, mesh)
         result["runs"][name] = dict(r, reached=first_reaching(r["curve"], a.target), final_clean_accuracy=final,
                                     pgd7_accuracy=robust)
         print(f"[{name}] final clean {final:.4f}  PGD-7 {robust:.4f}", flush=True)
