@@ -154,15 +154,24 @@ def _attack_case(a, name, clf, B, k, K) -> dict:
     b = jm.batch(clf, B)
     x, y = b["image"], b["label"]
     fn = clf.logits
-    pgd = jax.jit(lambda key, x, y: attacks.pgd(fn, key, x, y, steps=k, eot=K))
+    # Unrolled and loop forms side by side; the default (unroll=None) picks the unrolled
+    # one on the CPU up to attacks.AUTO_UNROLL_MAX gradients.
+    pgd = jax.jit(lambda key, x, y: attacks.pgd(fn, key, x, y, steps=k, eot=K, unroll=True))
+    pgd_loop = jax.jit(lambda key, x, y: attacks.pgd(fn, key, x, y, steps=k, eot=K, unroll=False))
     keys = attacks.per_example_keys(jax.random.key(0), B)
     fb = jax.jit(lambda keys, x, y: attacks.loss_grad(fn, keys, x, y))
     fns = {"pgd": lambda: jax.block_until_ready(pgd(jax.random.key(0), x, y)),
+           "pgd_loop": lambda: jax.block_until_ready(pgd_loop(jax.random.key(0), x, y)),
            "fwd_bwd": lambda: jax.block_until_ready(fb(keys, x, y))}
     t = common.interleave(fns, a.reps)
     r = common.ratio(t, "pgd", "fwd_bwd", scale=k * K)
-    row(f"attack {name} B={B}: PGD-{k} EOT-{K} / ({k * K} x fwd+bwd)", common.fmt(r), "<= 1.2")
-    return {"B": B, "k": k, "K": K, "times": {n: common.stats(v) for n, v in t.items()}, "ratio": r}
+    r_loop = common.ratio(t, "pgd_loop", "fwd_bwd", scale=k * K)
+    default = "unrolled" if attacks.should_unroll(None, k * K) else "loops"
+    row(f"attack {name} B={B}: PGD-{k} EOT-{K} unrolled / ({k * K} x fwd+bwd)", common.fmt(r), "<= 1.2")
+    row(f"attack {name} B={B}: PGD-{k} EOT-{K} in lax loops / ({k * K} x fwd+bwd) [default here: {default}]",
+        common.fmt(r_loop), "")
+    return {"B": B, "k": k, "K": K, "default": default,
+            "times": {n: common.stats(v) for n, v in t.items()}, "ratio": r, "ratio_loops": r_loop}
 
 
 def suite_attack(a) -> dict:

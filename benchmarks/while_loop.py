@@ -1,5 +1,6 @@
 """Six single-draw input gradients of the spiking VGG-11 (T = 4, B = 8): one jitted
-fwd+bwd, an unrolled Python loop, ``lax.fori_loop`` and ``fori_loop(unroll=True)``.
+fwd+bwd, an unrolled Python loop, ``lax.fori_loop`` plain, partly unrolled (2, 3) and
+fully unrolled.
 
     python -m benchmarks.while_loop
 
@@ -34,6 +35,8 @@ def main(reps: int = 3) -> None:
     fns = {"one fwd+bwd": jax.jit(lambda x: attacks.loss_grad(fn, keys, x, y)),
            "6 unrolled (python)": jax.jit(python_loop),
            "6 in fori_loop": jax.jit(lambda x: jax.lax.fori_loop(0, 6, step, x)),
+           "6 in fori_loop(unroll=2)": jax.jit(lambda x: jax.lax.fori_loop(0, 6, step, x, unroll=2)),
+           "6 in fori_loop(unroll=3)": jax.jit(lambda x: jax.lax.fori_loop(0, 6, step, x, unroll=3)),
            "6 in fori_loop(unroll=True)": jax.jit(lambda x: jax.lax.fori_loop(0, 6, step, x, unroll=True))}
     for f in fns.values():
         jax.block_until_ready(f(x))

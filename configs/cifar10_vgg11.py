@@ -2,6 +2,20 @@
 
 sigma = 0.2 and T = 4 are our defaults (the paper scans sigma; see SPEC §5); training
 hyper-parameters follow SPEC §3. Needs tfds cifar10 prepared (see README).
+
+One command (train, ANN twin for the transfer attack, evaluate, full attack grid,
+certify 32 images, report):
+
+    python -m rsc_jax.main --config=configs/cifar10_vgg11.py --workdir=runs/cifar10_vgg11
+
+Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 6.2e16 FLOP
+(training 45 %, ANN twin 11 %, attack grid 43 %), i.e. ~16 min on one A100-80GB (fp32
+runs as TF32) or ~5 min on one H100 at an assumed 40 % utilisation. The host input
+pipeline (~15 ms per batch) likely bounds each 78,000-step training at >= 20 min:
+budget about 1 h on one GPU. Several GPUs: the same command on an 8-GPU node uses them
+all (data parallel; little gain at this size); several nodes: launch/slurm.sbatch.
+bf16 (about 2x on tensor cores; accuracy not validated against fp32): add
+``--config.model.dtype=bfloat16``.
 """
 
 from rsc_jax import config
@@ -19,5 +33,6 @@ def get_config():
     c.train.batch_size = 128
     c.train.lr = 0.1
     c.train.checkpoint_every = 1000
-    c.eval.batch_size = 500
+    c.eval.batch_size = 512           # divisible by 1-8 GPUs (and 16, 32, ...); results do not depend on it
+    c.certify.image_batch = 8         # likewise (default 4 would not divide over 8 GPUs)
     return c

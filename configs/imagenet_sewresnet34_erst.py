@@ -6,6 +6,18 @@ Training the teacher here costs a full ImageNet run; pass a trained ANN twin exp
 the initialisation from the teacher are ours (not stated in the paper). The teacher's
 forward runs inside the same remat-ed, sharded step (inference mode, no gradient).
 Needs tfds imagenet2012 prepared with manual downloads (see README).
+
+One command (teacher, student, evaluate, attack grid on all 50,000 validation images,
+certify, report):
+
+    python -m rsc_jax.main --config=configs/imagenet_sewresnet34_erst.py --workdir=runs/imagenet_sewresnet34_erst
+
+Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 1.9e19 FLOP
+(the teacher's forward adds 8 % to a student step; the teacher's own 100-epoch training
+is 18 % of the total), i.e. ~83 h on one A100-80GB (TF32), ~26 h on one H100, ~3.3 h on
+8 H100s (TF32) at an assumed 40 % utilisation; the host input pipeline may be the
+bound on one host (docs/GPU_RUNS.md). Multi-GPU, multi-node and bf16 as in
+imagenet_sewresnet34.
 """
 
 from rsc_jax import config

@@ -34,6 +34,13 @@ global example indices. Within an attack, example b's key k is split into stream
 ``fold_in``: random start ``fold_in(k, 0)``, gradient draws ``fold_in(fold_in(fold_in(k, 1), i), j)``
 for step i and EOT draw j. ``judge`` uses draws ``fold_in(k, d)``: judge with a key
 stream different from the attack's (the runner in ``robustness.py`` does).
+
+Loops: PGD steps and EOT draws run in ``lax.fori_loop``/``lax.scan``, except on the CPU
+for small step counts: XLA:CPU runs a while-loop body about 2.3x slower than the same
+code unrolled (``python -m benchmarks.while_loop``; partial unrolling does not help), so
+``unroll=None`` (the default) unrolls fully when the backend is the CPU and
+``steps * eot <= AUTO_UNROLL_MAX`` (ours: 16, bounding the k-fold compile time). Both
+forms compute the same iterates.
 """
 
 from __future__ import annotations
@@ -56,6 +63,14 @@ NORMS: tuple[str, ...] = ("linf", "l2")
 # Per-example key streams (fold_in constants) inside an attack.
 _START, _GRAD, _SQUARE_INIT = 0, 1, 2
 _TINY = 1e-12
+AUTO_UNROLL_MAX = 16
+
+
+def should_unroll(unroll: bool | None, iterations: int) -> bool:
+    """``unroll`` if given; else True on the CPU backend for ``iterations <= AUTO_UNROLL_MAX``."""
+    if unroll is not None:
+        return bool(unroll)
+    return jax.default_backend() == "cpu" and iterations <= AUTO_UNROLL_MAX
 
 
 # --------------------------------------------------------------------------- validation
@@ -159,7 +174,8 @@ def loss_grad(logits_fn: LogitsFn, keys: Array, x: Array, y: Array) -> Array:
     return jax.grad(lambda xx: jnp.sum(_per_example_loss(logits_fn, keys, xx, y)))(x)
 
 
-def eot_grad(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, eot: int = 1) -> Array:
+def eot_grad(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, eot: int = 1,
+             unroll: bool | None = None) -> Array:
     """EOT input gradient: the mean over K coding draws of the single-draw gradients.
 
     g_b = (1/K) sum_{j<K} d CE(logits_fn(fold_in(keys[b], j), x_b), y_b) / d x_b
@@ -169,6 +185,7 @@ def eot_grad(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, eot: int =
     Args:
       keys: ``[B]`` per-example keys; draw j of example b uses ``fold_in(keys[b], j)``.
       x: ``[B, ...]``; y: ``[B]``; eot: K >= 1 (static).
+      unroll: unroll the K draws (None: ``should_unroll(None, eot)``, see module docstring).
 
     Returns:
       ``[B, ...]`` float32 gradients.
@@ -182,7 +199,8 @@ def eot_grad(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, eot: int =
     def body(acc, j):
         return acc + loss_grad(logits_fn, _fold(keys, j), x, y).astype(acc.dtype), None
 
-    total, _ = jax.lax.scan(body, jnp.zeros(x.shape, jnp.float32), jnp.arange(eot))
+    total, _ = jax.lax.scan(body, jnp.zeros(x.shape, jnp.float32), jnp.arange(eot),
+                            unroll=should_unroll(unroll, eot))
     return total / eot
 
 
@@ -233,7 +251,7 @@ def _random_start(keys: Array, x: Array, eps: Array, norm: str) -> Array:
 
 def pgd(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Array = 8 / 255,
         step_size: float | Array = 2 / 255, steps: int = 7, norm: str = "linf", eot: int = 1,
-        random_start: bool = True, common_random_numbers: bool = False) -> Array:
+        random_start: bool = True, common_random_numbers: bool = False, unroll: bool | None = None) -> Array:
     """Projected gradient descent on the cross-entropy (Madry et al., ICLR 2018) with EOT.
 
     x_0 = clip(x + U(ball_eps)) (random start) or x; for i < steps:
@@ -253,6 +271,8 @@ def pgd(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Arr
       random_start: start uniformly in the ball (l2 choice: see ``_random_start``).
       common_random_numbers: use the same K draws at every step (fixed noise, a
         deterministic objective) instead of fresh draws per step (default, ours).
+      unroll: unroll the steps and draws (None: when ``should_unroll(None, steps * eot)``,
+        see the module docstring); the iterates are the same either way.
 
     Returns:
       ``[B, ...]`` adversarial images, dtype of x, in [0, 1] and within eps of x.
@@ -275,11 +295,12 @@ def pgd(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Arr
 
     def body(i, xa):
         ks = _fold(grad_keys, 0 if common_random_numbers else i)
-        g = eot_grad(logits_fn, ks, xa, y, eot=eot)
+        g = eot_grad(logits_fn, ks, xa, y, eot=eot, unroll=unrolled)
         xa = xa + step_size * _step_direction(g, norm)
         return jnp.clip(x32 + project(xa - x32, eps, norm), 0.0, 1.0)
 
-    x_adv = jax.lax.fori_loop(0, steps, body, x_adv)
+    unrolled = should_unroll(unroll, steps * eot)
+    x_adv = jax.lax.fori_loop(0, steps, body, x_adv, unroll=unrolled)
     chex.assert_equal_shape((x_adv, x))
     return x_adv.astype(x.dtype)
 

@@ -12,6 +12,7 @@ how many batches were drawn before.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import queue
@@ -63,12 +64,21 @@ class TfdsSource:
     def __len__(self) -> int:
         return len(self.source)
 
+    def _read(self, i: int) -> tuple[np.ndarray, int]:
+        r = self.source[i]
+        image = np.asarray(r["image"])
+        return (_resize_center_crop(image, self.size) if self.size else image), int(r["label"])
+
     def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        records = [self.source[int(i)] for i in indices]
-        images = [np.asarray(r["image"]) for r in records]
-        if self.size:
-            images = [_resize_center_crop(im, self.size) for im in images]
-        return np.stack(images), np.asarray([int(r["label"]) for r in records], np.int32)
+        # JPEG decoding and resizing release the GIL: threads decode a batch in parallel
+        # (one thread took ~10 ms per ImageNet image, ~2.5 s per batch of 256).
+        workers = min(len(indices), os.cpu_count() or 1, 32)
+        if workers > 1:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                pairs = list(pool.map(self._read, (int(i) for i in indices)))
+        else:
+            pairs = [self._read(int(i)) for i in indices]
+        return np.stack([p[0] for p in pairs]), np.asarray([p[1] for p in pairs], np.int32)
 
 
 @dataclasses.dataclass(frozen=True)

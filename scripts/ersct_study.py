@@ -128,10 +128,13 @@ def main() -> None:
     ap.add_argument("--eval_every", type=int, default=10)
     ap.add_argument("--eval_examples", type=int, default=500)
     ap.add_argument("--attack_examples", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=-1, help="override the config's seed (-1 = config's)")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
 
     plain = load_config(a.config)
+    if a.seed >= 0:
+        plain.seed = a.seed
     if a.epochs:
         plain.train.epochs = a.epochs
     plain.distill.enabled = False
@@ -161,7 +164,7 @@ def main() -> None:
                           eval_batch=eb, mesh=mesh),
     }
     ax, ay = x[:a.attack_examples], y[:a.attack_examples]
-    result = {"config": a.config, "sigma": plain.coding.sigma, "T": plain.coding.T, "method": plain.coding.method,
+    result = {"config": a.config, "seed": plain.seed, "sigma": plain.coding.sigma, "T": plain.coding.T, "method": plain.coding.method,
               "epochs": plain.train.epochs, "target": a.target, "eval_examples": len(ey),
               "attack_examples": len(ay), "devices": jax.device_count(),
               "teacher": {"steps": tsum["steps"], "seconds": teacher_seconds, "clean_accuracy": teacher_acc},

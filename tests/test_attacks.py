@@ -225,6 +225,25 @@ def test_eot_grad_is_mean_of_single_draw_grads_and_per_example_autodiff():
     np.testing.assert_allclose(np.asarray(singles[0]), np.asarray(alone(x, k0, y)), rtol=1e-5, atol=1e-7)
 
 
+def test_unrolled_loops_give_the_same_iterates(norm="l2"):
+    fn = _random_model()
+    x, y = _rand_batch(6)
+    keys = attacks.example_keys(7, jnp.arange(6))
+    kw = dict(eps=0.1 if norm == "linf" else 1.0, step_size=0.03 if norm == "linf" else 0.3, steps=3, eot=2,
+              norm=norm)
+    lowered = {u: jax.jit(lambda k, u=u: attacks.pgd(fn, k, x, y, unroll=u, **kw)).lower(keys) for u in (False, True)}
+    # The unrolled program has no loop over steps or draws (the PRNG keeps its own loops).
+    n_while = {u: low.as_text().count("stablehlo.while") for u, low in lowered.items()}
+    assert n_while[True] < n_while[False], n_while
+    loop, flat = (lowered[u].compile()(keys) for u in (False, True))
+    np.testing.assert_allclose(np.asarray(flat), np.asarray(loop), atol=1e-6)
+    assert float(jnp.abs(loop - x).max()) > 0.5 * kw["step_size"]      # the attack moved
+    # The automatic rule: unroll on the CPU for steps * eot <= AUTO_UNROLL_MAX, never when told not to.
+    assert attacks.should_unroll(None, attacks.AUTO_UNROLL_MAX) == (jax.default_backend() == "cpu")
+    assert not attacks.should_unroll(None, attacks.AUTO_UNROLL_MAX + 1)
+    assert attacks.should_unroll(True, 10_000) and not attacks.should_unroll(False, 1)
+
+
 def test_common_random_numbers_changes_draws_only():
     fn = _random_model()
     x, y = _rand_batch(4)

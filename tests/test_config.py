@@ -68,3 +68,28 @@ def test_shipped_configs_validate(name):
         if not os.path.isfile(c.dataset.path):
             pytest.skip(f"{c.dataset.path} absent")
     config.validate(c, device_count=1)
+
+
+PAPER_CONFIGS = ["cifar10_vgg11", "cifar10_vgg11_erst", "cifar100_resnet19", "imagenet_sewresnet34",
+                 "imagenet_sewresnet34_erst"]
+
+
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_paper_config_is_gpu_ready_and_names_its_command(name):
+    """Every paper config validates on 1, 2, 4 and 8 devices (all batch sizes divide), and its
+    docstring gives the one command and points to the run-time estimates (docs/GPU_RUNS.md)."""
+    import ast
+    import os
+
+    from rsc_jax import certify, distill, robustness
+    c = load_config(name)
+    for n in (1, 2, 4, 8):
+        config.validate(c, device_count=n)
+        assert c.attack.batch_size % n == 0 and c.certify.image_batch % n == 0, (name, n)
+    certify.validate_config(c.certify)
+    robustness.validate_config(c.attack)
+    distill.validate_config(c.distill)
+    with open(os.path.join(config.CONFIG_DIR, f"{name}.py")) as f:
+        doc = ast.get_docstring(ast.parse(f.read()))
+    assert f"python -m rsc_jax.main --config=configs/{name}.py --workdir=runs/{name}" in doc, doc
+    assert "docs/GPU_RUNS.md" in doc and "Expected run time" in doc, doc

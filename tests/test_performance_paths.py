@@ -3,7 +3,9 @@
 - layers.conv_general_dilated (dense matmul on tiny maps) == lax.conv_general_dilated,
   values and gradients, for the shapes, strides and paddings the models use;
 - the unrolled LIF the models run == the lax.scan reference (unroll=1), bit for bit;
-- a model built with the fast conv == the same parameters through plain nn.Conv.
+- a model built with the fast conv == the same parameters through plain nn.Conv;
+- the lean remat path (layers.bn_lif, layers.conv_spike_residual) == the plain path:
+  same variables, forward bit for bit, gradients to float32 rounding.
 """
 
 import flax.linen as nn
@@ -106,3 +108,161 @@ def test_digits_model_fast_path_matches_plain_conv(monkeypatch):
     np.testing.assert_allclose(out_fast, out_ref, rtol=1e-4, atol=1e-5)
     for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- lean remat path
+#
+# Spiking models with remat=True run BN + LIF as one custom VJP (layers.bn_lif) and their
+# spike-fed convs keep the input in one byte (layers.conv_spike_residual). The forward
+# pass is the plain path's operations in their order, so the loss, the spikes, the sown
+# currents and the batch statistics agree bit for bit; the backward pass sums in another
+# order, so gradients agree up to float32 rounding. Tolerance: sums of ~1e4 float32 terms
+# in another order differ by up to ~sqrt(1e4) * 2**-24 ~ 1e-5 of their magnitude
+# relative to the largest entry of the same parameter (observed: <= 3e-6); plus 1e-6 of
+# the largest gradient overall, for parameters whose true gradient is 0 and whose
+# computed gradient is float noise (a dense bias in front of a BatchNorm).
+GRAD_RTOL, GRAD_ATOL_GLOBAL = 2e-5, 1e-6
+
+
+def _create(name, remat, **kw):
+    if name == "mini_sew":      # sew_resnet18's blocks and stem, two one-block stages
+        neuron = models.Neuron(**{k: kw.pop(k) for k in models.NEURON_FIELDS if k in kw}).validate()
+        return models.resnet.ResNet(num_classes=10, stage_sizes=(1, 1), stage_channels=(8, 16), stem="imagenet",
+                                    stem_channels=8, sew=True, neuron=neuron, remat=remat, **kw)
+    return models.create(name, num_classes=10, remat=remat, **kw)
+
+
+def _lean_and_plain(name, x, train=True, **kw):
+    plain = _create(name, False, **kw)
+    lean = _create(name, True, **kw)
+    v = plain.init(jax.random.key(0), x)
+    w = jax.random.normal(jax.random.key(5), (x.shape[1], 10))
+
+    def loss(params, batch_stats, x, m):
+        out, upd = m.apply({"params": params, "batch_stats": batch_stats}, x, train=train,
+                           mutable=["batch_stats", "intermediates"])
+        pre = [t[0] for t in jax.tree.leaves(upd["intermediates"], is_leaf=lambda t: isinstance(t, tuple))]
+        # logits and the sown currents (as E-RSCT's L_pre uses them) both carry gradient
+        return jnp.sum(out * w) + 0.1 * sum(jnp.mean(p ** 2) for p in pre), (upd, out)
+
+    @jax.jit
+    def both(params, batch_stats, x):    # parameter gradients, and input gradients if not train
+        g = jax.value_and_grad(loss, argnums=0 if train else (0, 2), has_aux=True)
+        return g(params, batch_stats, x, plain), g(params, batch_stats, x, lean)
+    return plain, lean, v, both(v["params"], v["batch_stats"], x)
+
+
+def _assert_grads_close(g_plain, g_lean):
+    assert jax.tree.structure(g_plain) == jax.tree.structure(g_lean)
+    big = max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g_plain))
+    assert big > 0
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(g_plain)[0], jax.tree.leaves(g_lean)):
+        tol = GRAD_RTOL * float(jnp.abs(a).max()) + GRAD_ATOL_GLOBAL * big
+        err = float(jnp.abs(a - b).max())
+        assert err <= tol, f"{jax.tree_util.keystr(path)}: max |diff| {err:.3g} > {tol:.3g}"
+
+
+def _check_lean(name, x, train=True, **kw):
+    _, lean, v, (((lp, (up, outp)), gp), ((ll, (ul, outl)), gl)) = _lean_and_plain(name, x, train, **kw)
+    # the same variables, in the same order (checkpoints load across remat on/off)
+    vl = lean.init(jax.random.key(0), x)
+    paths = lambda t: [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(t)[0]]
+    assert paths(v) == paths(vl) and list(v["params"]) == list(vl["params"])
+    for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(vl)):
+        np.testing.assert_array_equal(a, b)
+    # forward: bit for bit (the scalar loss to rounding: XLA fuses its sums differently)
+    np.testing.assert_array_equal(outp, outl)
+    np.testing.assert_allclose(lp, ll, rtol=1e-6)
+    assert jax.tree.structure(up) == jax.tree.structure(ul)
+    for a, b in zip(jax.tree.leaves(up), jax.tree.leaves(ul)):      # batch stats and sown currents
+        np.testing.assert_array_equal(a, b)
+    if train:
+        assert not all(np.array_equal(a, b) for a, b in
+                       zip(jax.tree.leaves(up["batch_stats"]), jax.tree.leaves(v["batch_stats"])))
+    assert len(jax.tree.leaves(up["intermediates"])) >= 2
+    # backward
+    _assert_grads_close(gp, gl)
+
+
+VGG_X = (jax.random.uniform(jax.random.key(1), (2, 3, 32, 32, 3)) < 0.5).astype(jnp.float32)
+
+
+# Every surrogate and both grad modes at least once, spread over the models (each case
+# compiles two models' training gradients: ~5-25 s on 2 cores).
+@pytest.mark.parametrize("neuron", [
+    {"surrogate": "sigmoid", "grad_mode": "bptt"},
+    {"surrogate": "rectangle", "grad_mode": "bptr", "reset": "soft", "detach_reset": True, "alpha": 2.0,
+     "tau": 4.0, "v_th": 0.5},
+])
+def test_lean_vgg11_matches_plain(neuron):
+    _check_lean("vgg11", VGG_X, width=0.125, **neuron)
+
+
+def test_lean_vgg11_inference_mode_gradients_match_plain():
+    """train=False (running statistics; what attacks differentiate): same logits and
+    input gradients."""
+    _check_lean("vgg11", VGG_X, train=False, width=0.125, surrogate="atan", reset="soft")
+
+
+@pytest.mark.parametrize("name,neuron", [
+    ("resnet19", {"surrogate": "atan", "grad_mode": "bptr", "detach_reset": True}),
+    ("mini_sew", {"surrogate": "triangle", "grad_mode": "bptt", "reset": "soft"}),
+])
+def test_lean_resnets_match_plain(name, neuron):
+    """ResNet-19: BN + shortcut (identity and down-sampled BN) summed before the LIF, the
+    256-unit BN + LIF head; SEW (sew_resnet18's blocks, fewer of them): spikes added
+    after the LIF, sums of spikes into the next convs, a spiking down-sampling path."""
+    hw = 8 if name == "resnet19" else 16
+    x = (jax.random.uniform(jax.random.key(2), (2, 2, hw, hw, 3)) < 0.5).astype(jnp.float32)
+    _check_lean(name, x, width=0.125 if name == "resnet19" else 1.0, **neuron)
+
+
+@pytest.mark.parametrize("hw,cin,cout,kernel,stride,padding", [
+    (2, 32, 16, 3, 1, "SAME"),     # small map: dense forward, tap-wise backward
+    (2, 16, 8, 3, 2, "SAME"),
+    (2, 16, 8, 1, 2, "VALID"),
+    (1, 16, 8, 3, 1, "SAME"),
+    (4, 8, 8, 3, 1, "SAME"),       # direct conv
+    (5, 8, 8, 3, 2, ((1, 1), (1, 1))),
+])
+def test_conv_spike_residual_matches_conv(hw, cin, cout, kernel, stride, padding):
+    """Spike-derived inputs (multiples of 1/4 below 64) are kept exactly in one byte:
+    values equal, gradients equal up to float32 rounding (the tap-wise small-map
+    backward sums in another order than the dense matmul's VJP)."""
+    r = jax.random.randint(jax.random.key(0), (5, hw, hw, cin), 0, 256)
+    x = r.astype(jnp.float32) / 4                              # {0, 1/4, ..., 63.75}
+    k = jax.random.normal(jax.random.key(1), (kernel, kernel, cin, cout)) / np.sqrt(kernel * kernel * cin)
+    dn = lax.conv_dimension_numbers(x.shape, k.shape, DN)
+    ref = lambda x, k: layers.conv_general_dilated(x, k, (stride, stride), padding, dimension_numbers=dn)
+    got = lambda x, k: layers.conv_spike_residual(x, k, (stride, stride), padding, dimension_numbers=dn)
+    np.testing.assert_array_equal(jax.jit(got)(x, k), jax.jit(ref)(x, k))
+    w = jax.random.normal(jax.random.key(2), ref(x, k).shape)
+    g_ref = jax.jit(jax.grad(lambda x, k: jnp.sum(ref(x, k) * w), argnums=(0, 1)))(x, k)
+    g_got = jax.jit(jax.grad(lambda x, k: jnp.sum(got(x, k) * w), argnums=(0, 1)))(x, k)
+    for a, b in zip(g_got, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+
+
+def test_lean_path_is_pure_flax():
+    """Lean modules under init/apply: immutable batch_stats in training mode fails as
+    nn.BatchNorm does; init leaves the statistics at their initial values; sowing only
+    when the intermediates are mutable."""
+    m = models.create("convnet", num_classes=3, width=0.25, remat=True)
+    x = jnp.ones((2, 2, 8, 8, 1))
+    v = m.init(jax.random.key(0), x, train=True)
+    np.testing.assert_array_equal(v["batch_stats"]["stage0"]["bn"]["var"], 1.0)
+    with pytest.raises(Exception, match="batch_stats"):
+        m.apply(v, x, train=True)
+    _, st = m.apply(v, x, train=False, mutable=["intermediates"])
+    assert sorted(st["intermediates"]) == ["stage0", "stage1", "stage2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("T", [4, 8])
+def test_lean_vgg11_halves_training_step_memory(T):
+    """The target of benchmarks/run.py --suite=memory: VGG-11, batch 32, 32x32, the
+    package's training step; remat=True needs at most half the temporary memory."""
+    from benchmarks import jax_models as jm
+    plain = jm.temp_bytes(jm.classifier(T=T), 32)
+    lean = jm.temp_bytes(jm.classifier(T=T, remat=True), 32)
+    assert lean <= 0.5 * plain, (T, plain / 2**20, lean / 2**20)

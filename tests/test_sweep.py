@@ -16,8 +16,36 @@ def test_grid_and_overrides():
     assert (cfg.coding.sigma, cfg.coding.T, cfg.seed) == (0.3, 8, 2)
     with pytest.raises(KeyError, match="coding.sigmaa"):
         sweep.run_config({"base": "digits"}, {"name": "x", "overrides": {"coding.sigmaa": 1}}, 0)
-    full = config.call_file(os.path.join(config.CONFIG_DIR, "sweeps", "digits_codings.py"), "get_sweep")
-    assert len(full["runs"]) == 2 + 2 + 10 + 10 + 1 and full["seeds"] == [0, 1, 2]
+
+
+def test_sweep_overrides_and_per_run_seeds():
+    sw = {"base": "digits", "seeds": [0], "overrides": {"coding.sigma": 0.3, "attack.quick": False}}
+    run = {"name": "r", "overrides": {"coding.sigma": 0.05}, "seeds": [4, 5]}
+    cfg = sweep.run_config(sw, run, seed=5)
+    assert (cfg.coding.sigma, cfg.attack.quick, cfg.seed) == (0.05, False, 5)   # the run's own value wins
+    assert sweep.seeds_of(sw, run) == [4, 5] and sweep.seeds_of(sw, {"name": "q", "overrides": {}}) == [0]
+    grid = sweep.coding_grid(Ts=(4,), sigmas=(0.1,), headline=("poisson_T4",), headline_seeds=(0, 1),
+                             others={"attack.ensemble": False})
+    order = sorted(((r, s) for r in grid for s in sweep.seeds_of(sw, r)), key=lambda rs: sweep.run_priority(sw, *rs))
+    assert [(r["name"], s) for r, s in order] == [("poisson_T4", 0), ("direct_T4", 0), ("rsc1_sigma0.1_T4", 0),
+                                                  ("rsc2_sigma0.1_T4", 0), ("ann", 0), ("poisson_T4", 1)]
+    assert all(r["overrides"].get("attack.ensemble") is (False if r["name"] != "poisson_T4" else None) for r in grid)
+    with pytest.raises(KeyError, match="rsc3"):
+        sweep.coding_grid(headline=("rsc3_T4",))
+
+
+@pytest.mark.parametrize("name,n_runs,n_jobs", [("digits_codings", 13 + 4, 17 + 2 * 5),
+                                                ("mnist_codings", 13, 13), ("cifar10_codings", 10, 10)])
+def test_paper_sweeps_are_complete_and_valid(name, n_runs, n_jobs):
+    full = config.call_file(os.path.join(config.CONFIG_DIR, "sweeps", f"{name}.py"), "get_sweep")
+    assert len(full["runs"]) == n_runs
+    assert sum(len(sweep.seeds_of(full, r)) for r in full["runs"]) == n_jobs
+    methods = {r["overrides"]["coding.method"] for r in full["runs"]}
+    assert methods == {"direct", "poisson", "rsc1", "rsc2"}
+    sigmas = {r["overrides"].get("coding.sigma") for r in full["runs"] if r["overrides"]["coding.method"] == "rsc2"}
+    assert sigmas == set(sweep.PAPER_SIGMAS)
+    for run in full["runs"]:                  # every run's config passes validation
+        config.validate(sweep.run_config(full, run, seed=0))
 
 
 def test_sweep_runs_resumes_and_collects(tmp_path, monkeypatch):
@@ -35,6 +63,7 @@ def test_sweep_runs_resumes_and_collects(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "run", lambda cfg, d, modes, progress: calls.append(d) or real(cfg, d, modes, progress=False))
     argv = ["sweep", f"--sweep={sw}", f"--workdir={tmp_path / 'out'}"]
     from absl import flags
+    sweep.define_flags()
     flags.FLAGS(argv)
     sweep.main(argv)
     assert len(calls) == 2

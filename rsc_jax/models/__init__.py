@@ -45,7 +45,10 @@ def create(name: str, *, num_classes: int, spiking: bool = True, **overrides: An
       name: one of ``names()``.
       num_classes: output classes (>= 2).
       spiking: LIF neurons over time (True) or the ANN twin with ReLU (False).
-      **overrides: model options ``remat`` (bool, ``jax.checkpoint`` per block),
+      **overrides: model options ``remat`` (bool; spiking models: the memory-lean
+        BN + LIF backward pass of ``layers.bn_lif`` and one-byte spike residuals of
+        ``layers.conv_spike_residual``, same variables and results; ANN twins:
+        ``nn.remat`` per block),
         ``mean``/``std`` (per-channel normalisation, applied after the coding),
         ``width`` (channel multiplier), ``dtype`` ("float32" or "bfloat16"), and neuron
         options ``tau``, ``v_th``, ``reset``, ``surrogate``, ``alpha``,

@@ -30,6 +30,12 @@ class SpikingClassifier(nn.Module):
     width: float = 1.0
     dtype: Any = jnp.float32
 
+    @property
+    def lean(self) -> bool:
+        """``remat`` of a spiking model: the memory-lean BN + LIF path (``layers.bn_lif``),
+        same variables and results as the plain path. ANN twins use ``nn.remat``."""
+        return self.remat and self.spiking
+
     def ch(self, c: int) -> int:
         """Channel count ``c`` scaled by ``width`` (at least 1)."""
         return max(1, int(round(c * self.width)))

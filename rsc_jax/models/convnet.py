@@ -19,10 +19,12 @@ class ConvNet(base.SpikingClassifier):
     channels: tuple[int, ...] = (32, 64, 128)
 
     def features(self, h: Array, T: int, train: bool) -> Array:
-        block = layers.maybe_remat(layers.ConvBNAct, self.remat)
+        block = layers.maybe_remat(layers.ConvBNAct, self.remat and not self.spiking)
         for k, c in enumerate(self.channels):
             h = block(self.ch(c), self.spiking, T, self.neuron, sow_name=f"pre_stage{k}",
-                      dtype=self.dtype, name=f"stage{k}")(h, train)
+                      dtype=self.dtype, lean=self.lean,
+                      spike_input=k > 0,       # 2x2 averages of spikes
+                      name=f"stage{k}")(h, train)
             if k < len(self.channels) - 1:
                 h = nn.avg_pool(h, (2, 2), (2, 2), padding="SAME")
         return h.mean(axis=(1, 2))

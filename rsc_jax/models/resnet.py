@@ -32,19 +32,26 @@ class BasicBlock(nn.Module):
     sew: bool = False
     sow_name: str | None = None
     dtype: Any = jnp.float32
+    lean: bool = False           # memory-lean BN + LIF (layers.bn_lif), for spiking remat=True
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         act = lambda name, sow=None: layers.Activation(self.spiking, self.T, self.neuron, sow, name=name)
-        h = layers.conv(self.features, 3, self.stride, name="conv1", dtype=self.dtype)(x)
-        h = layers.batch_norm(train, name="bn1", dtype=self.dtype)(h)
+        lean = self.lean and self.spiking
+        bn = lambda name: layers.batch_norm(train, name=name, dtype=self.dtype, lean=lean)
+        # Lean path: every conv here reads spikes or, with SEW, block outputs: sums of
+        # spikes, one more per identity block of a stage (at most 7 in SEW-ResNet-34),
+        # which layers.conv_spike_residual keeps exactly in one byte (up to 63.75).
+        conv = lambda c, k, s, name: layers.conv(c, k, s, name=name, dtype=self.dtype, spike_input=lean)
+        h = conv(self.features, 3, self.stride, "conv1")(x)
+        h = bn("bn1")(h)
         h = act("act1")(h)
-        h = layers.conv(self.features, 3, 1, name="conv2", dtype=self.dtype)(h)
-        h = layers.batch_norm(train, name="bn2", dtype=self.dtype)(h)
+        h = conv(self.features, 3, 1, "conv2")(h)
+        h = bn("bn2")(h)
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.features:
-            shortcut = layers.conv(self.features, 1, self.stride, name="down_conv", dtype=self.dtype)(x)
-            shortcut = layers.batch_norm(train, name="down_bn", dtype=self.dtype)(shortcut)
+            shortcut = conv(self.features, 1, self.stride, "down_conv")(x)
+            shortcut = bn("down_bn")(shortcut)
             if self.sew:
                 shortcut = act("down_act")(shortcut)
         if self.sew:
@@ -66,22 +73,22 @@ class ResNet(base.SpikingClassifier):
             h = layers.conv(self.ch(self.stem_channels), 7, 2, name="stem_conv", dtype=self.dtype)(h)
         else:
             h = layers.conv(self.ch(self.stem_channels), 3, 1, name="stem_conv", dtype=self.dtype)(h)
-        h = layers.batch_norm(train, name="stem_bn", dtype=self.dtype)(h)
+        h = layers.batch_norm(train, name="stem_bn", dtype=self.dtype, lean=self.lean)(h)
         h = self.act(T, "stem_act")(h)
         if self.stem == "imagenet":
             h = nn.max_pool(h, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-        block = layers.maybe_remat(BasicBlock, self.remat)
+        block = layers.maybe_remat(BasicBlock, self.remat and not self.spiking)
         for s, (n, c) in enumerate(zip(self.stage_sizes, self.stage_channels)):
             for b in range(n):
                 stride = 2 if (b == 0 and s > 0) else 1
                 h = block(self.ch(c), stride, self.spiking, T, self.neuron, self.sew,
-                          f"pre_stage{s}" if b == n - 1 else None, self.dtype,
+                          f"pre_stage{s}" if b == n - 1 else None, self.dtype, self.lean,
                           name=f"stage{s}_block{b}")(h, train)
         return h.mean(axis=(1, 2))
 
     def head(self, h: Array, T: int, train: bool) -> Array:
         if self.hidden:
             h = nn.Dense(self.hidden, dtype=self.dtype, name="fc_hidden")(h)
-            h = layers.batch_norm(train, name="fc_bn", dtype=self.dtype)(h)
+            h = layers.batch_norm(train, name="fc_bn", dtype=self.dtype, lean=self.lean)(h)
             h = self.act(T, "fc_act")(h)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(h)

@@ -23,7 +23,7 @@ class VGG(base.SpikingClassifier):
     cfg: tuple = VGG11
 
     def features(self, h: Array, T: int, train: bool) -> Array:
-        block = layers.maybe_remat(layers.ConvBNAct, self.remat)
+        block = layers.maybe_remat(layers.ConvBNAct, self.remat and not self.spiking)
         stage, i = 0, 0
         for j, v in enumerate(self.cfg):
             if v == "M":
@@ -33,6 +33,8 @@ class VGG(base.SpikingClassifier):
             ends_stage = j + 1 < len(self.cfg) and self.cfg[j + 1] == "M"
             h = block(self.ch(v), self.spiking, T, self.neuron,
                       sow_name=f"pre_stage{stage}" if ends_stage else None,
-                      dtype=self.dtype, name=f"conv{i}")(h, train)
+                      dtype=self.dtype, lean=self.lean,
+                      spike_input=i > 0,       # spikes or their 2x2 averages
+                      name=f"conv{i}")(h, train)
             i += 1
         return h.mean(axis=(1, 2))
