@@ -147,10 +147,11 @@ def _runs_of(agg, coding, T=4):
                    and a["spiking"]), key=lambda t: t[0])
 
 
-def _hline(ax, agg, name, metric, style, label):
-    if name in agg and agg[name].get(metric):
-        ax.axhline(agg[name][metric][0], ls=style, lw=1, color={"poisson_T4": "C2", "direct_T4": "C7",
-                                                                "ann": "C3"}[name], label=label)
+def _baselines(ax, agg, metric: str, label: str) -> None:
+    """Dotted horizontal lines at ``metric`` of the Poisson, direct and ANN rows."""
+    for name, who, color in (("poisson_T4", "Poisson", "C2"), ("direct_T4", "direct", "C7"), ("ann", "ANN", "C3")):
+        if name in agg and agg[name].get(metric):
+            ax.axhline(agg[name][metric][0], ls=":", lw=1, color=color, label=f"{who} {label}")
 
 
 def plots(out: str, aggs: dict[str, dict[str, dict[str, Any]]], sigmas_matched: dict[str, float],
@@ -207,9 +208,7 @@ def plots(out: str, aggs: dict[str, dict[str, dict[str, Any]]], sigmas_matched: 
                 ax.plot(s, [t[2]["clean"][0] for t in rs], "-o", color=color, label=f"{coding} clean")
                 ax.plot(s, [t[2][rob][0] if t[2].get(rob) else np.nan for t in rs], "--o", color=color,
                         label=f"{coding} {rob}")
-        _hline(ax, agg, "poisson_T4", rob, ":", f"Poisson {rob}")
-        _hline(ax, agg, "direct_T4", rob, ":", f"direct {rob}")
-        _hline(ax, agg, "ann", rob, ":", f"ANN {rob}")
+        _baselines(ax, agg, rob, rob)
         ax.axvline(sigmas_matched[d], color="k", lw=0.8, alpha=0.5, label="Poisson-matched sigma")
         ax.set(title=TITLES[d], xlabel="sigma", ylabel="accuracy")
         ax.grid(alpha=0.3)
@@ -226,9 +225,7 @@ def plots(out: str, aggs: dict[str, dict[str, dict[str, Any]]], sigmas_matched: 
                     ax.errorbar([t[0] for t in rs], [t[2][q][0] for t in rs], yerr=[t[2][q][1] for t in rs],
                                 fmt=style + "o", color=color, capsize=3, label=f"{coding} ({q})")
         q = "qte_fgsm32" if any(a.get("qte_fgsm32") for a in agg.values()) else "qte8"
-        _hline(ax, agg, "poisson_T4", q, ":", f"Poisson ({q})")
-        _hline(ax, agg, "direct_T4", q, ":", f"direct ({q})")
-        _hline(ax, agg, "ann", q, ":", f"ANN ({q})")
+        _baselines(ax, agg, q, f"({q})")
         ax.set(title=TITLES[d], xlabel="sigma", ylabel="QTE")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -259,95 +256,6 @@ def plots(out: str, aggs: dict[str, dict[str, dict[str, Any]]], sigmas_matched: 
                     axes[0][2 * j].plot([p["step"] for p in res["curve"]], acc, color=f"C{i}", lw=1, label=label)
                     axes[0][2 * j + 1].plot([p["train_seconds"] for p in res["curve"]], acc, color=f"C{i}", lw=1,
                                             label=label)
-            axes[0][2 * j].set(title=f"{d}: vs steps", xlabel="training steps", ylabel="clean accuracy")
-            axes[0][2 * j + 1].set(title=f"{d}: vs training seconds (teacher excluded)",
-                                   xlabel="seconds", ylabel="clean accuracy")
-            for ax in axes[0][2 * j:2 * j + 2]:
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize=7)
-        save(fig, "ersct.png")
-    return written
-    fig, axes = panels("Accuracy vs l_inf eps: PGD-7 (solid, to 8/255), FGSM (dashed); T = 4, RSC sigma 0.2")
-    for ax, d in zip(axes, names):
-        agg = aggs[d]
-        for run, label in (("direct_T4", "direct SNN"), ("poisson_T4", "Poisson SNN"),
-                           (f"rsc1_sigma{HEADLINE_SIGMA}_T4", "RSC-I"), (f"rsc2_sigma{HEADLINE_SIGMA}_T4", "RSC-II"),
-                           ("ann", "ANN twin")):
-            if run in agg and agg[run].get("curve_pgd"):
-                # PGD-7 with the paper's 2/255 step reaches 14/255 at most: its curve stops at
-                # 8/255; beyond, the FGSM curve (one step of size eps) is drawn dashed.
-                c, f = agg[run]["curve_pgd"], agg[run].get("curve_fgsm")
-                keep = [i for i, e in enumerate(c["eta"]) if e <= 8 / 255 + 1e-9]
-                line, = ax.plot([c["eta"][i] * 255 for i in keep], [c["acc"][i] for i in keep], marker="o",
-                                label=label)
-                if f and max(f["eta"]) > 8 / 255 + 1e-9:
-                    ax.plot(np.asarray(f["eta"]) * 255, f["acc"], ls="--", marker=".", color=line.get_color())
-        ax.set(title=TITLES[d], xlabel="eps (x 1/255)", ylabel="accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    save(fig, "eps_curves.png")
-
-    fig, axes = panels("Clean (solid) and PGD-7 8/255 (dashed) accuracy vs sigma (T = 4)")
-    for ax, d in zip(axes, names):
-        agg = aggs[d]
-        for coding, color in (("rsc1", "C0"), ("rsc2", "C1")):
-            rs = _runs_of(agg, coding)
-            if rs:
-                s = [t[0] for t in rs]
-                ax.plot(s, [t[2]["clean"][0] for t in rs], "-o", color=color, label=f"{coding} clean")
-                ax.plot(s, [t[2]["pgd-7@8"][0] if t[2]["pgd-7@8"] else np.nan for t in rs], "--o", color=color,
-                        label=f"{coding} PGD-7")
-        _hline(ax, agg, "poisson_T4", "pgd-7@8", ":", "Poisson PGD-7")
-        _hline(ax, agg, "direct_T4", "pgd-7@8", ":", "direct PGD-7")
-        _hline(ax, agg, "ann", "pgd-7@8", ":", "ANN PGD-7")
-        ax.axvline(sigmas_matched[d], color="k", lw=0.8, alpha=0.5, label="Poisson-matched sigma")
-        ax.set(title=TITLES[d], xlabel="sigma", ylabel="accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    save(fig, "sigma_tradeoff.png")
-
-    fig, axes = panels("QTE vs sigma (T = 4): PGD-7 over eps 0-8/255 (solid), FGSM over 0-32/255 (dashed)")
-    for ax, d in zip(axes, names):
-        agg = aggs[d]
-        for coding, color in (("rsc1", "C0"), ("rsc2", "C1")):
-            for q, style in (("qte8", "-"), ("qte_fgsm32", "--")):
-                rs = [t for t in _runs_of(agg, coding) if t[2][q]]
-                if rs:
-                    ax.errorbar([t[0] for t in rs], [t[2][q][0] for t in rs], yerr=[t[2][q][1] for t in rs],
-                                fmt=style + "o", color=color, capsize=3, label=f"{coding} ({q})")
-        q = "qte_fgsm32" if any(a.get("qte_fgsm32") for a in agg.values()) else "qte8"
-        _hline(ax, agg, "poisson_T4", q, ":", f"Poisson ({q})")
-        _hline(ax, agg, "direct_T4", q, ":", f"direct ({q})")
-        _hline(ax, agg, "ann", q, ":", f"ANN ({q})")
-        ax.set(title=TITLES[d], xlabel="sigma", ylabel="QTE")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    save(fig, "qte_sigma.png")
-
-    fig, axes = panels("Certified accuracy vs l_2 radius (T = 4; RSC-I solid, RSC-II dashed)")
-    for ax, d in zip(axes, names):
-        agg = aggs[d]
-        for coding, style in (("rsc1", "-"), ("rsc2", "--")):
-            for i, (s, _, a) in enumerate(_runs_of(agg, coding)):
-                if a.get("certified"):
-                    r = sorted(a["certified"].items(), key=lambda kv: float(kv[0]))
-                    ax.plot([float(k) for k, _ in r], [v for _, v in r], style, color=f"C{i}",
-                            label=f"{coding} sigma {s}")
-        ax.set(title=TITLES[d], xlabel="l_2 radius", ylabel="certified accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
-    save(fig, "certified.png")
-
-    if ersct:
-        fig, axes = plt.subplots(1, 2 * len(ersct), figsize=(4.2 * 2 * len(ersct), 3.6), squeeze=False)
-        fig.suptitle("Plain RSC training vs E-RSCT: clean accuracy during training (one seed)")
-        for j, (d, study) in enumerate(ersct.items()):
-            for run, res in study["runs"].items():
-                steps = [p["step"] for p in res["curve"]]
-                secs = [p["train_seconds"] for p in res["curve"]]
-                acc = [p["clean_accuracy"] for p in res["curve"]]
-                axes[0][2 * j].plot(steps, acc, marker=".", label=run)
-                axes[0][2 * j + 1].plot(secs, acc, marker=".", label=run)
             axes[0][2 * j].set(title=f"{d}: vs steps", xlabel="training steps", ylabel="clean accuracy")
             axes[0][2 * j + 1].set(title=f"{d}: vs training seconds (teacher excluded)",
                                    xlabel="seconds", ylabel="clean accuracy")

@@ -24,3 +24,11 @@ def tiny_digits_config(**train):
     for k, v in train.items():
         c.train[k] = v
     return c
+
+
+def with_changes(arrays: dict, change: dict) -> dict:
+    """A copy of ``arrays`` with ``change`` applied: a value replaces, ``None`` removes."""
+    out = {**arrays, **{k: v for k, v in change.items() if v is not None}}
+    for k in (k for k, v in change.items() if v is None):
+        out.pop(k)
+    return out

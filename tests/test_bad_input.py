@@ -20,6 +20,7 @@ import pytest
 
 from rsc_jax import attacks, certify, config, data, export, parallel, pipeline, robustness, train
 from tests.conftest import ROOT
+from tests.helpers import with_changes
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -216,14 +217,8 @@ NPZ_CASES = [
 
 
 def _npz(tmp_path, change):
-    arrays = dict(GOOD)
-    for k, v in change.items():
-        if v is None:
-            arrays.pop(k)
-        else:
-            arrays[k] = v
     p = tmp_path / "d.npz"
-    np.savez(p, **arrays)
+    np.savez(p, **with_changes(GOOD, change))
     return str(p)
 
 

@@ -6,7 +6,7 @@ import tensorflow_datasets as tfds
 
 from rsc_jax import config, data
 from tests.conftest import shared_file
-from tests.helpers import load_config
+from tests.helpers import load_config, with_changes
 
 
 def test_digits_split_and_range():
@@ -69,14 +69,8 @@ GOOD = dict(train_images=np.zeros((4, 5, 5, 1), np.uint8), train_labels=np.array
     ({"test_images": np.zeros((2, 6, 6, 1), np.uint8)}, "differ in shape"),
 ])
 def test_malformed_npz(tmp_path, change, match):
-    arrays = dict(GOOD)
-    for k, v in change.items():
-        if v is None:
-            arrays.pop(k)
-        else:
-            arrays[k] = v
     with pytest.raises(data.DataError, match=match):
-        data.load(_write(tmp_path, **arrays))
+        data.load(_write(tmp_path, **with_changes(GOOD, change)))
 
 
 def test_good_npz(tmp_path):
