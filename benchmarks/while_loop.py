@@ -1,13 +1,17 @@
 """Six single-draw input gradients of the spiking VGG-11 (T = 4, B = 8): one jitted
 fwd+bwd, an unrolled Python loop, ``lax.fori_loop`` plain, partly unrolled (2, 3) and
-fully unrolled.
+fully unrolled, and the plain loop again with lax's own conv VJP (the code before
+``models.layers._direct_conv``).
 
     python -m benchmarks.while_loop
 
-Shows that on XLA:CPU the while-loop body runs ~2.3x slower than the same code unrolled
+With lax's VJP the input-gradient convs inside the while body carry ``01oi`` kernel
+labels, which XLA:CPU's YNNPACK rewrite does not take there, and the loop runs ~2.3x
+slower than the same code unrolled; with ours the loop costs about six fwd+bwd
 (docs/PERFORMANCE.md, attack cost).
 """
 
+import contextlib
 import time
 
 import jax
@@ -15,6 +19,19 @@ import jax.numpy as jnp
 
 from benchmarks import jax_models as jm
 from rsc_jax import attacks
+from rsc_jax.models import layers
+
+
+@contextlib.contextmanager
+def lax_conv_vjp():
+    """While tracing: the models' direct convs without their custom VJP (lax's autodiff)."""
+    saved = layers._direct_conv
+    layers._direct_conv = lambda x, k, s, p, precision: jax.lax.conv_general_dilated(
+        x, k, s, p, dimension_numbers=layers.NHWC_HWIO, precision=precision)
+    try:
+        yield
+    finally:
+        layers._direct_conv = saved
 
 
 def main(reps: int = 3) -> None:
@@ -40,6 +57,12 @@ def main(reps: int = 3) -> None:
            "6 in fori_loop(unroll=True)": jax.jit(lambda x: jax.lax.fori_loop(0, 6, step, x, unroll=True))}
     for f in fns.values():
         jax.block_until_ready(f(x))
+    with lax_conv_vjp():      # compiled now, so the patch is in the program; a new body
+        # function, as lax caches the traced body of the one above
+        def step_lax(j, x):
+            return step(j, x)
+        fns["6 in fori_loop, lax's conv VJP"] = jax.jit(lambda x: jax.lax.fori_loop(0, 6, step_lax, x)).lower(x).compile()
+        jax.block_until_ready(fns["6 in fori_loop, lax's conv VJP"](x))
     times = {n: [] for n in fns}
     for _ in range(reps):
         for n, f in fns.items():

@@ -36,11 +36,13 @@ for step i and EOT draw j. ``judge`` uses draws ``fold_in(k, d)``: judge with a 
 stream different from the attack's (the runner in ``robustness.py`` does).
 
 Loops: PGD steps and EOT draws run in ``lax.fori_loop``/``lax.scan``, except on the CPU
-for small step counts: XLA:CPU runs a while-loop body about 2.3x slower than the same
-code unrolled (``python -m benchmarks.while_loop``; partial unrolling does not help), so
-``unroll=None`` (the default) unrolls fully when the backend is the CPU and
-``steps * eot <= AUTO_UNROLL_MAX`` (ours: 16, bounding the k-fold compile time). Both
-forms compute the same iterates.
+for small step counts, where the unrolled program is still a little faster (XLA overlaps
+neighbouring steps; ``python -m benchmarks.run --suite=attack``): ``unroll=None`` (the
+default) unrolls fully when the backend is the CPU and ``steps * eot <= AUTO_UNROLL_MAX``
+(ours: 16, bounding the k-fold compile time). Both forms compute the same iterates, and
+since the models' convolutions keep HWIO kernels in their input gradients
+(``models.layers._direct_conv``) the loops cost about one forward+backward per gradient
+on XLA:CPU too (before, its while bodies ran those convs ~2.3x slower).
 """
 
 from __future__ import annotations

@@ -181,23 +181,66 @@ def _dense_small_map_conv(x: Array, k: Array, strides, pads, precision) -> Array
     return y.reshape(n, ho, wo, o)
 
 
-def _small_map_pads(lhs: Array, rhs: Array, window_strides, padding, lhs_dilation=None,
-                    rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
-                    precision=None, **kw) -> tuple | None:
-    """The explicit pads when ``conv_general_dilated`` takes its dense small-map path."""
-    fast = (lhs.ndim == 4 and feature_group_count == 1 and not kw
-            and lhs.shape[1] * lhs.shape[2] <= SMALL_MAP_PIXELS
-            and all(d == 1 for d in (lhs_dilation or (1, 1)))
-            and all(d == 1 for d in (rhs_dilation or (1, 1)))
-            and dimension_numbers is not None
-            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-            == lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers))
-    if not fast:
+NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
+
+
+def _nhwc_pads(lhs: Array, rhs: Array, window_strides, padding, lhs_dilation=None,
+               rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+               precision=None, **kw) -> tuple | None:
+    """The explicit non-negative pads of an NHWC x HWIO conv without dilation or groups
+    (the convs of every model here), or None for any other conv."""
+    plain = (lhs.ndim == 4 and feature_group_count == 1 and not kw
+             and all(d == 1 for d in (lhs_dilation or (1, 1)))
+             and all(d == 1 for d in (rhs_dilation or (1, 1)))
+             and dimension_numbers is not None
+             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC_HWIO)
+             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers))
+    if not plain:
         return None
     pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
             if isinstance(padding, str) else padding)
     pads = tuple(tuple(int(v) for v in p) for p in pads)
     return pads if all(v >= 0 for p in pads for v in p) else None
+
+
+def _small_map_pads(lhs: Array, rhs: Array, *args, **kw) -> tuple | None:
+    """The explicit pads when ``conv_general_dilated`` takes its dense small-map path."""
+    pads = _nhwc_pads(lhs, rhs, *args, **kw)
+    return pads if pads is not None and lhs.shape[1] * lhs.shape[2] <= SMALL_MAP_PIXELS else None
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _direct_conv(x: Array, k: Array, strides: tuple, pads: tuple, precision: Any) -> Array:
+    return lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=NHWC_HWIO, precision=precision)
+
+
+def _direct_conv_fwd(x, k, strides, pads, precision):
+    return _direct_conv(x, k, strides, pads, precision), (x, k)
+
+
+def _direct_conv_bwd(strides, pads, precision, res, g):
+    """The input gradient as a stride-1 conv of the (``strides``-dilated) cotangent with
+    the flipped kernel, its in/out axes swapped in the array itself so that it stays an
+    HWIO operand. lax's own transpose rule expresses the swap in the dimension labels
+    (``01oi``) instead, and XLA:CPU's YNNPACK rewrite does not take such a conv inside a
+    ``while`` body: it then runs on the generic path, ~2.5x slower (PGD and EOT loops;
+    docs/PERFORMANCE.md). The kernel gradient is lax's (computing it tap by tap, as
+    ``_small_map_conv_vjp`` does, took ~10 % off a VGG-11 step on the CPU but raised its
+    compiled temporary memory by 60-180 %)."""
+    x, k = res
+    in_pads = []
+    for n_in, n_out, size, s, (lo, _) in zip(x.shape[1:3], g.shape[1:3], k.shape[:2], strides, pads):
+        before = size - 1 - lo
+        in_pads.append((before, n_in + size - 1 - ((n_out - 1) * s + 1) - before))
+    kt = jnp.swapaxes(jnp.flip(k, (0, 1)), 2, 3)
+    dx = lax.conv_general_dilated(g, kt, (1, 1), in_pads, lhs_dilation=strides,
+                                  dimension_numbers=NHWC_HWIO, precision=precision)
+    _, vjp_k = jax.vjp(lambda kk: lax.conv_general_dilated(x, kk, strides, pads, dimension_numbers=NHWC_HWIO,
+                                                           precision=precision), k)
+    return dx.astype(x.dtype), vjp_k(g)[0]
+
+
+_direct_conv.defvjp(_direct_conv_fwd, _direct_conv_bwd)
 
 
 def conv_general_dilated(lhs: Array, rhs: Array, window_strides, padding, lhs_dilation=None,
@@ -208,12 +251,18 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides, padding, lhs_di
     On XLA:CPU a direct 3x3 conv on a 2x2 map with 512 channels is ~40x slower than
     the same conv as a matmul (docs/PERFORMANCE.md); from 4x4 up the direct conv wins.
     So NHWC/HWIO convs without dilation or groups on maps of at most
-    ``SMALL_MAP_PIXELS`` pixels run as one dense matmul; everything else is lax's.
+    ``SMALL_MAP_PIXELS`` pixels run as one dense matmul; larger ones run as lax's
+    direct conv with a custom VJP whose input gradient keeps an HWIO kernel
+    (``_direct_conv_bwd``); any other conv is lax's, autodiff included. Same values and
+    gradients; forward-mode autodiff (``jax.jvp``) is not supported through the custom
+    VJP (models are differentiated in reverse mode).
     """
-    pads = _small_map_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                           dimension_numbers, feature_group_count, precision, **kw)
-    if pads is not None:
+    pads = _nhwc_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                      dimension_numbers, feature_group_count, precision, **kw)
+    if pads is not None and lhs.shape[1] * lhs.shape[2] <= SMALL_MAP_PIXELS:
         return _dense_small_map_conv(lhs, rhs, tuple(window_strides), pads, precision)
+    if pads is not None:
+        return _direct_conv(lhs, rhs, tuple(int(s) for s in window_strides), pads, precision)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                     feature_group_count=feature_group_count, precision=precision, **kw)
