@@ -37,7 +37,8 @@ def define_flags() -> None:
         return
     flags.DEFINE_string("sweep", None, "Sweep file (defines get_sweep()).")
     flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
-    flags.DEFINE_string("only", "", "Run only runs whose name contains this string.")
+    flags.DEFINE_string("only", "", "Run only runs whose directory name (NAME_seedS) contains this "
+                        "string, e.g. 'rsc2_sigma0.3' or '_seed1'.")
     flags.DEFINE_bool("collect_only", False, "Only collect the results of finished runs.")
     flags.DEFINE_bool("progress", False, "Show tqdm bars inside runs.")
 
@@ -114,11 +115,23 @@ def seeds_of(sweep: dict[str, Any], run: dict[str, Any]) -> list[int]:
     return list(run.get("seeds", sweep["seeds"]))
 
 
+def run_dir_name(run: dict[str, Any], seed: int) -> str:
+    """The directory of one run of a sweep, under the sweep's workdir."""
+    return f"{run['name']}_seed{seed}"
+
+
 def run_priority(sweep: dict[str, Any], run: dict[str, Any], seed: int) -> tuple[int, int]:
     """Sort key of the work list: every run's first seed before any run's second, and runs
     with seeds of their own (the headline runs of ``coding_grid``) first, so an
     interrupted sweep holds the headline table, then the whole grid, then more seeds."""
     return seeds_of(sweep, run).index(seed), 0 if "seeds" in run else 1
+
+
+def work_list(sweep: dict[str, Any], only: str = "") -> list[tuple[dict[str, Any], int]]:
+    """``(run, seed)`` pairs in the order they run (``run_priority``), those whose
+    directory name contains ``only`` (``--only``: a run name, or ``_seedS`` for a seed)."""
+    return sorted(((r, s) for r in sweep["runs"] for s in seeds_of(sweep, r) if only in run_dir_name(r, s)),
+                  key=lambda rs: run_priority(sweep, *rs))
 
 
 def run_config(sweep: dict[str, Any], run: dict[str, Any], seed: int):
@@ -174,7 +187,7 @@ def collect(root: str, sweep: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for run in sweep["runs"]:
         for seed in seeds_of(sweep, run):
-            d = os.path.join(root, f"{run['name']}_seed{seed}")
+            d = os.path.join(root, run_dir_name(run, seed))
             if os.path.isfile(os.path.join(d, DONE)):
                 rows.append({"run": run["name"], "seed": seed, **summarise(d)})
     with open(os.path.join(root, "results.json"), "w") as f:
@@ -230,10 +243,9 @@ def main(argv: list[str]) -> None:
     sweep = config.call_file(FLAGS.sweep, "get_sweep")
     root = os.path.abspath(FLAGS.workdir)
     os.makedirs(root, exist_ok=True)
-    todo = sorted(((r, s) for r in sweep["runs"] for s in seeds_of(sweep, r) if FLAGS.only in r["name"]),
-                  key=lambda rs: run_priority(sweep, *rs))
+    todo = work_list(sweep, FLAGS.only)
     for i, (run, seed) in enumerate(todo):
-        d = os.path.join(root, f"{run['name']}_seed{seed}")
+        d = os.path.join(root, run_dir_name(run, seed))
         if FLAGS.collect_only or os.path.isfile(os.path.join(d, DONE)):
             continue
         logging.info("sweep run %d/%d: %s seed %d", i + 1, len(todo), run["name"], seed)

@@ -26,16 +26,20 @@ def test_sweep_overrides_and_per_run_seeds():
     assert sweep.seeds_of(sw, run) == [4, 5] and sweep.seeds_of(sw, {"name": "q", "overrides": {}}) == [0]
     grid = sweep.coding_grid(Ts=(4,), sigmas=(0.1,), headline=("poisson_T4",), headline_seeds=(0, 1),
                              others={"attack.ensemble": False})
-    order = sorted(((r, s) for r in grid for s in sweep.seeds_of(sw, r)), key=lambda rs: sweep.run_priority(sw, *rs))
+    sw = dict(sw, runs=grid)
+    order = sweep.work_list(sw)
     assert [(r["name"], s) for r, s in order] == [("poisson_T4", 0), ("direct_T4", 0), ("rsc1_sigma0.1_T4", 0),
                                                   ("rsc2_sigma0.1_T4", 0), ("ann", 0), ("poisson_T4", 1)]
+    assert [(r["name"], s) for r, s in sweep.work_list(sw, "_seed1")] == [("poisson_T4", 1)]
+    assert [(r["name"], s) for r, s in sweep.work_list(sw, "rsc")] == [("rsc1_sigma0.1_T4", 0), ("rsc2_sigma0.1_T4", 0)]
     assert all(r["overrides"].get("attack.ensemble") is (False if r["name"] != "poisson_T4" else None) for r in grid)
     with pytest.raises(KeyError, match="rsc3"):
         sweep.coding_grid(headline=("rsc3_T4",))
 
 
 @pytest.mark.parametrize("name,n_runs,n_jobs", [("digits_codings", 13 + 4, 17 + 2 * 5),
-                                                ("mnist_codings", 13, 13), ("cifar10_codings", 10, 10)])
+                                                ("mnist_codings", 13, 13 + 2 * 5),
+                                                ("cifar10_codings", 10 + 2, 12 + 2 * 4)])
 def test_paper_sweeps_are_complete_and_valid(name, n_runs, n_jobs):
     full = config.call_file(os.path.join(config.CONFIG_DIR, "sweeps", f"{name}.py"), "get_sweep")
     assert len(full["runs"]) == n_runs
