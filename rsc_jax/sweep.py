@@ -91,10 +91,13 @@ CPU_CERTIFY = {
 
 def coding_grid(Ts: tuple[int, ...] = (4,), sigmas: tuple[float, ...] = PAPER_SIGMAS,
                 headline: tuple[str, ...] = (), headline_seeds: tuple[int, ...] = (0, 1, 2),
-                others: dict[str, Any] | None = None) -> list[dict]:
+                others: dict[str, Any] | None = None, skip: tuple[str, ...] = (),
+                only_at: dict[int, tuple[str, ...]] | None = None) -> list[dict]:
     """direct, poisson, rsc1 x sigmas and rsc2 x sigmas at each T, plus the ANN twin
     (``ann``); the runs named in ``headline`` get ``headline_seeds``, the rest the sweep's
-    seeds and the extra overrides ``others`` (e.g. a cheaper attack grid)."""
+    seeds and the extra overrides ``others`` (e.g. a cheaper attack grid). Cuts to fit a
+    machine: the runs named in ``skip`` are left out, and at each T of ``only_at`` only
+    the runs it names are kept (e.g. ``{8: ("poisson_T8",)}``)."""
     runs = []
     for T in Ts:
         runs += [{"name": f"direct_T{T}", "overrides": {"coding.method": "direct", "coding.T": T}},
@@ -103,9 +106,13 @@ def coding_grid(Ts: tuple[int, ...] = (4,), sigmas: tuple[float, ...] = PAPER_SI
             runs += [{"name": f"{method}_sigma{s}_T{T}",
                       "overrides": {"coding.method": method, "coding.sigma": s, "coding.T": T}} for s in sigmas]
     runs.append({"name": "ann", "overrides": {"model.spiking": False, "coding.method": "direct", "coding.T": 1}})
-    unknown = set(headline) - {r["name"] for r in runs}
-    if unknown:
-        raise KeyError(f"headline runs {sorted(unknown)} are not in the grid")
+    only_at = only_at or {}
+    for what, names in (("headline", headline), ("skip", skip), *((f"only_at[{T}]", n) for T, n in only_at.items())):
+        unknown = set(names) - {r["name"] for r in runs}
+        if unknown:
+            raise KeyError(f"{what} runs {sorted(unknown)} are not in the grid")
+    runs = [r for r in runs if r["name"] not in skip
+            and r["name"] in only_at.get(r["overrides"]["coding.T"], (r["name"],))]
     return [dict(r, seeds=list(headline_seeds)) if r["name"] in headline
             else dict(r, overrides={**r["overrides"], **(others or {})}) for r in runs]
 

@@ -35,6 +35,10 @@ def test_sweep_overrides_and_per_run_seeds():
     assert all(r["overrides"].get("attack.ensemble") is (False if r["name"] != "poisson_T4" else None) for r in grid)
     with pytest.raises(KeyError, match="rsc3"):
         sweep.coding_grid(headline=("rsc3_T4",))
+    cut = sweep.coding_grid(Ts=(4, 8), sigmas=(0.1,), skip=("direct_T4",), only_at={8: ("poisson_T8",)})
+    assert [r["name"] for r in cut] == ["poisson_T4", "rsc1_sigma0.1_T4", "rsc2_sigma0.1_T4", "poisson_T8", "ann"]
+    with pytest.raises(KeyError, match=r"only_at\[8\] runs \['poisson_T9'\]"):
+        sweep.coding_grid(Ts=(4, 8), only_at={8: ("poisson_T9",)})
 
 
 @pytest.mark.parametrize("name,n_runs,n_jobs", [("digits_codings", 13 + 4, 17 + 2 * 5),

@@ -24,5 +24,5 @@ def get_sweep():
             "seeds": [0],
             "overrides": {**CPU_ATTACK, **CPU_CERTIFY, "attack.num_examples": 128,
                           "train.epochs": 10, "certify.n": 1000},
-            "runs": [r for r in coding_grid(Ts=(4, 8), headline=HEADLINE, headline_seeds=(0, 1, 2), others=NO_ENSEMBLE)
-                     if r["name"] not in CPU_SKIP and ("_T8" not in r["name"] or r["name"] in T8)]}
+            "runs": coding_grid(Ts=(4, 8), headline=HEADLINE, headline_seeds=(0, 1, 2), others=NO_ENSEMBLE,
+                                skip=CPU_SKIP, only_at={8: T8})}

@@ -17,4 +17,4 @@ T8 = ("direct_T8", "poisson_T8", "rsc1_sigma0.2_T8", "rsc2_sigma0.2_T8")
 def get_sweep():
     return {"title": "digits: codings x sigma", "base": "digits", "modes": "all", "seeds": [0],
             "overrides": {**CPU_ATTACK, **WIDE_LINF, **CPU_CERTIFY},
-            "runs": [r for r in coding_grid(Ts=(4, 8), headline=HEADLINE, others=NO_ENSEMBLE) if "_T8" not in r["name"] or r["name"] in T8]}
+            "runs": coding_grid(Ts=(4, 8), headline=HEADLINE, others=NO_ENSEMBLE, only_at={8: T8})}

@@ -17,5 +17,5 @@ T8 = ("poisson_T8", "rsc2_sigma0.2_T8")
 def get_sweep():
     return {"title": "MNIST subset: codings x sigma", "base": "mnist_subset", "modes": "all", "seeds": [0],
             "overrides": {**CPU_ATTACK, **WIDE_LINF, **CPU_CERTIFY, "attack.num_examples": 256},
-            "runs": [r for r in coding_grid(Ts=(4, 8), headline=HEADLINE, headline_seeds=(0, 1, 2), others=NO_ENSEMBLE)
-                     if "_T8" not in r["name"] or r["name"] in T8]}
+            "runs": coding_grid(Ts=(4, 8), headline=HEADLINE, headline_seeds=(0, 1, 2), others=NO_ENSEMBLE,
+                                only_at={8: T8})}

@@ -203,10 +203,15 @@ def _nhwc_pads(lhs: Array, rhs: Array, window_strides, padding, lhs_dilation=Non
     return pads if all(v >= 0 for p in pads for v in p) else None
 
 
+def _is_small_map(lhs: Array) -> bool:
+    """Whether an NHWC input's map is small enough for the dense matmul formulation."""
+    return lhs.shape[1] * lhs.shape[2] <= SMALL_MAP_PIXELS
+
+
 def _small_map_pads(lhs: Array, rhs: Array, *args, **kw) -> tuple | None:
     """The explicit pads when ``conv_general_dilated`` takes its dense small-map path."""
     pads = _nhwc_pads(lhs, rhs, *args, **kw)
-    return pads if pads is not None and lhs.shape[1] * lhs.shape[2] <= SMALL_MAP_PIXELS else None
+    return pads if pads is not None and _is_small_map(lhs) else None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -259,7 +264,7 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides, padding, lhs_di
     """
     pads = _nhwc_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                       dimension_numbers, feature_group_count, precision, **kw)
-    if pads is not None and lhs.shape[1] * lhs.shape[2] <= SMALL_MAP_PIXELS:
+    if pads is not None and _is_small_map(lhs):
         return _dense_small_map_conv(lhs, rhs, tuple(window_strides), pads, precision)
     if pads is not None:
         return _direct_conv(lhs, rhs, tuple(int(s) for s in window_strides), pads, precision)
