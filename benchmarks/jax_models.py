@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rsc_jax import export, train
+from rsc_jax import backend, export, train
 
 CIFAR = {"name": "bench32", "num_classes": 10, "image_shape": [32, 32, 3],
          "mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.243, 0.261]}
@@ -35,10 +35,15 @@ def batch(clf: export.Classifier, B: int, seed: int = 0) -> dict[str, jax.Array]
             "index": jnp.arange(B, dtype=jnp.int32)}
 
 
-def train_step(clf: export.Classifier) -> tuple[Callable, dict]:
-    """(jitted step, initial state): SGD momentum 0.9, the package's make_train_step."""
+def train_step(clf: export.Classifier, *, xla_defaults: bool = False) -> tuple[Callable, dict]:
+    """(jitted step, initial state): SGD momentum 0.9, the package's make_train_step.
+
+    ``xla_defaults``: the same step compiled by plain ``jax.jit``, without the package's
+    CPU compiler options (``rsc_jax.backend``), to time what they buy side by side."""
     tx = optax.sgd(0.01, momentum=0.9)
     step = train.make_train_step(train.cross_entropy_loss(clf), tx, jax.random.key(1))
+    if xla_defaults:
+        step = jax.jit(step.__wrapped__, donate_argnums=(0,))
     state = train.init_state(jax.tree.map(jnp.copy, clf.params), tx)   # the step donates its state
     return step, state
 
@@ -59,8 +64,10 @@ def temp_bytes(clf: export.Classifier, B: int) -> int:
     return int(step.lower(state, b).compile().memory_analysis().temp_size_in_bytes)
 
 
-def inference(clf: export.Classifier, B: int) -> Callable[[], None]:
-    f = jax.jit(lambda k, x: clf.logits(k, x))
+def inference(clf: export.Classifier, B: int, *, xla_defaults: bool = False) -> Callable[[], None]:
+    """One blocking forward pass, jitted as evaluation and certification do
+    (``rsc_jax.backend.jit``); ``xla_defaults``: by plain ``jax.jit`` instead."""
+    f = (jax.jit if xla_defaults else backend.jit)(lambda k, x: clf.logits(k, x))
     x = batch(clf, B)["image"]
     k = jax.random.key(3)
     return lambda: jax.block_until_ready(f(k, x))

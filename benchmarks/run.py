@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common, jax_models as jm
+from rsc_jax import backend
 
 SUITES = ("profile", "overhead", "memory", "attack", "certify", "data")
 ROWS: list[tuple[str, str, str]] = []   # (figure, value, target)
@@ -33,8 +34,10 @@ def row(name: str, value: str, target: str = "") -> None:
 # --------------------------------------------------------------------------- profile
 
 def suite_profile(a) -> dict:
-    """Per-layer forward+backward of each VGG-11 conv, direct lax conv vs layers.conv's
-    choice, and the LIF scan (unroll 1) vs the unrolled one, at batch 32*T (T = 4)."""
+    """Per-layer forward+backward of each VGG-11 conv, lax's direct conv compiled with
+    XLA's defaults vs layers.conv's choice compiled with the package's options
+    (rsc_jax.backend), and the LIF scan (unroll 1) vs the unrolled one, at batch 32*T
+    (T = 4)."""
     from jax import lax
     from rsc_jax import neurons
     from rsc_jax.models import layers
@@ -58,19 +61,19 @@ def suite_profile(a) -> dict:
         x = jax.random.normal(jax.random.key(0), (N, s, s, ci))
         k = jax.random.normal(jax.random.key(1), (3, 3, ci, co)) * 0.05
         fns = {}
-        for nm, f in (("direct", direct), ("chosen", chosen)):
-            g = jax.jit(jax.value_and_grad(lambda x, k, f=f: (f(x, k) ** 2).sum(), argnums=(0, 1)))
+        for nm, f, jit in (("direct", direct, jax.jit), ("chosen", chosen, backend.jit)):
+            g = jit(jax.value_and_grad(lambda x, k, f=f: (f(x, k) ** 2).sum(), argnums=(0, 1)))
             fns[nm] = functools.partial(lambda g, x, k: jax.block_until_ready(g(x, k)), g, x, k)
         t = common.interleave(fns, a.reps)
         rec = {"map": s, "cin": ci, "cout": co, **{n: common.stats(v) for n, v in t.items()}}
         out["conv"].append(rec)
-        row(f"conv {s}x{s} {ci}->{co} fwd+bwd direct / chosen (s)",
+        row(f"conv {s}x{s} {ci}->{co} fwd+bwd lax+XLA defaults / chosen+options (s)",
             f"{rec['direct']['median']:.3f} / {rec['chosen']['median']:.3f}")
     for T, shape in ((4, (32, 32, 32, 64)), (8, (32, 16, 16, 128))):
         x = jax.random.normal(jax.random.key(0), (T,) + shape)
         fns = {}
         for u in (1, True):
-            g = jax.jit(jax.grad(lambda x, u=u: (neurons.lif(x, unroll=u) * x).sum()))
+            g = backend.jit(jax.grad(lambda x, u=u: (neurons.lif(x, unroll=u) * x).sum()))
             fns[f"unroll={u}"] = functools.partial(lambda g, x: jax.block_until_ready(g(x)), g, x)
         t = common.interleave(fns, a.reps)
         out["lif"].append({"T": T, "shape": shape, **{n: common.stats(v) for n, v in t.items()}})
@@ -97,6 +100,8 @@ def suite_overhead(a) -> dict:
         clf = jm.classifier(T=T)
         step, st = jm.train_step(clf)
         fns["jax_snn_step"] = jm.runner(step, st, jm.batch(clf, B))
+        step, st = jm.train_step(clf, xla_defaults=True)
+        fns["jax_snn_step_xla_defaults"] = jm.runner(step, st, jm.batch(clf, B))
         clf_r = jm.classifier(T=T, remat=True)
         step, st = jm.train_step(clf_r)
         fns["jax_snn_remat_step"] = jm.runner(step, st, jm.batch(clf_r, B))
@@ -104,6 +109,7 @@ def suite_overhead(a) -> dict:
         step, st = jm.train_step(ann)
         fns["jax_ann_step"] = jm.runner(step, st, jm.batch(ann, B * T))
         fns["jax_snn_infer"] = jm.inference(clf, B)
+        fns["jax_snn_infer_xla_defaults"] = jm.inference(clf, B, xla_defaults=True)
         if tm is not None:
             net = tm.spiking_vgg11()
             x, y = tm.inputs(T, B)
@@ -116,10 +122,14 @@ def suite_overhead(a) -> dict:
         rec = {"T": T, "B": B, "times": {k: common.stats(v) for k, v in t.items()}, "raw": t}
         rec["overhead"] = common.ratio(t, "jax_snn_step", "jax_ann_step")
         rec["remat_time_ratio"] = common.ratio(t, "jax_snn_remat_step", "jax_snn_step")
+        rec["options_train"] = common.ratio(t, "jax_snn_step", "jax_snn_step_xla_defaults")
+        rec["options_infer"] = common.ratio(t, "jax_snn_infer", "jax_snn_infer_xla_defaults")
         for k, v in rec["times"].items():
             row(f"T={T} {k} (s)", common.fmt(v))
         row(f"T={T} spiking overhead: ours SNN step / ours ANN step @{B * T}", common.fmt(rec["overhead"]), "<= 1.10")
         row(f"T={T} remat step / plain step", common.fmt(rec["remat_time_ratio"]), "<= 1.4")
+        row(f"T={T} SNN step / same step with XLA's default CPU options", common.fmt(rec["options_train"]))
+        row(f"T={T} SNN inference / same with XLA's default CPU options", common.fmt(rec["options_infer"]))
         if tm is not None:
             rec["reference"] = sj
             rec["sj_overhead"] = common.ratio(t, "sj_snn_step", "torch_ann_step")
@@ -159,10 +169,10 @@ def _attack_case(a, name, clf, B, k, K, *, unrolled: bool = True) -> dict:
     # only (unrolling them is what the default avoids: k*K-fold compile time).
     forms = {"pgd": True, "pgd_loop": False} if unrolled else {"pgd_loop": False}
     keys = attacks.per_example_keys(jax.random.key(0), B)
-    fb = jax.jit(lambda keys, x, y: attacks.loss_grad(fn, keys, x, y))
+    fb = backend.jit(lambda keys, x, y: attacks.loss_grad(fn, keys, x, y))
     fns = {}
     for form, unroll in forms.items():
-        f = jax.jit(functools.partial(attacks.pgd, fn, steps=k, eot=K, unroll=unroll))
+        f = backend.jit(functools.partial(attacks.pgd, fn, steps=k, eot=K, unroll=unroll))
         fns[form] = functools.partial(lambda f: jax.block_until_ready(f(jax.random.key(0), x, y)), f)
     fns["fwd_bwd"] = lambda: jax.block_until_ready(fb(keys, x, y))
     t = common.interleave(fns, a.reps)
@@ -195,7 +205,7 @@ def _certify_case(a, name, clf, B, n, batch) -> dict:
     pred = lambda: certify.predict(clf.logits, jax.random.key(0), x, n=n, alpha=0.001, batch=batch)
     one = parallel.per_example(clf.logits)
     keys = jax.vmap(lambda i: jax.random.split(jax.random.key(i), batch))(jnp.arange(B))   # [B, batch]
-    fwd = jax.jit(lambda keys, x: jax.vmap(one, in_axes=(1, None))(keys, x))
+    fwd = backend.jit(lambda keys, x: jax.vmap(one, in_axes=(1, None))(keys, x))
     fns = {"predict": pred, "fwd": lambda: jax.block_until_ready(fwd(keys, x))}
     t = common.interleave(fns, a.reps)
     chunks = -(-n // batch)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import jax_models as jm
-from rsc_jax import attacks
+from rsc_jax import attacks, backend
 from rsc_jax.models import layers
 
 
@@ -49,19 +49,19 @@ def main(reps: int = 3) -> None:
             x = step(j, x)
         return x
 
-    fns = {"one fwd+bwd": jax.jit(lambda x: attacks.loss_grad(fn, keys, x, y)),
-           "6 unrolled (python)": jax.jit(python_loop),
-           "6 in fori_loop": jax.jit(lambda x: jax.lax.fori_loop(0, 6, step, x)),
-           "6 in fori_loop(unroll=2)": jax.jit(lambda x: jax.lax.fori_loop(0, 6, step, x, unroll=2)),
-           "6 in fori_loop(unroll=3)": jax.jit(lambda x: jax.lax.fori_loop(0, 6, step, x, unroll=3)),
-           "6 in fori_loop(unroll=True)": jax.jit(lambda x: jax.lax.fori_loop(0, 6, step, x, unroll=True))}
+    fns = {"one fwd+bwd": backend.jit(lambda x: attacks.loss_grad(fn, keys, x, y)),
+           "6 unrolled (python)": backend.jit(python_loop),
+           "6 in fori_loop": backend.jit(lambda x: jax.lax.fori_loop(0, 6, step, x)),
+           "6 in fori_loop(unroll=2)": backend.jit(lambda x: jax.lax.fori_loop(0, 6, step, x, unroll=2)),
+           "6 in fori_loop(unroll=3)": backend.jit(lambda x: jax.lax.fori_loop(0, 6, step, x, unroll=3)),
+           "6 in fori_loop(unroll=True)": backend.jit(lambda x: jax.lax.fori_loop(0, 6, step, x, unroll=True))}
     for f in fns.values():
         jax.block_until_ready(f(x))
     with lax_conv_vjp():      # compiled now, so the patch is in the program; a new body
         # function, as lax caches the traced body of the one above
         def step_lax(j, x):
             return step(j, x)
-        fns["6 in fori_loop, lax's conv VJP"] = jax.jit(lambda x: jax.lax.fori_loop(0, 6, step_lax, x)).lower(x).compile()
+        fns["6 in fori_loop, lax's conv VJP"] = backend.jit(lambda x: jax.lax.fori_loop(0, 6, step_lax, x)).lower(x).compile()
         jax.block_until_ready(fns["6 in fori_loop, lax's conv VJP"](x))
     times = {n: [] for n in fns}
     for _ in range(reps):

@@ -80,7 +80,7 @@ import ml_collections
 import numpy as np
 import scipy.stats
 
-from rsc_jax import parallel
+from rsc_jax import backend, parallel
 
 Array = jax.Array
 LogitsFn = Callable[[Array, Array], Array]
@@ -317,7 +317,7 @@ def _class_counts(logits_fn: LogitsFn, keys: Array, x: Array, *, num: int, batch
     return jax.lax.fori_loop(0, num_chunks, body, init)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "n0", "n", "batch"))
+@functools.partial(backend.jit, static_argnames=("logits_fn", "n0", "n", "batch"))
 def _certify_counts(key: Array, indices: Array, x: Array, *, logits_fn: LogitsFn, n0: int,
                     n: int, batch: int) -> tuple[Array, Array]:
     """(selection counts [B, K] from n0 draws, estimation counts [B, K] from n draws)."""
@@ -327,7 +327,7 @@ def _certify_counts(key: Array, indices: Array, x: Array, *, logits_fn: LogitsFn
             _class_counts(logits_fn, k1, x, num=n, batch=batch))
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "n", "batch"))
+@functools.partial(backend.jit, static_argnames=("logits_fn", "n", "batch"))
 def _predict_counts(key: Array, indices: Array, x: Array, *, logits_fn: LogitsFn, n: int,
                     batch: int) -> Array:
     k = parallel.example_keys(jax.random.fold_in(key, _STREAM_PREDICT), indices)

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rsc_jax import attacks, metrics, parallel
+from rsc_jax import attacks, backend, metrics, parallel
 
 Array = jax.Array
 LogitsFn = Callable[[Array, Array], Array]
@@ -326,7 +326,7 @@ def _batch_fn(job: _Job, logits_fn: LogitsFn, cfg) -> Callable:
     ensemble = job.cache_key == ("ensemble",)
     names = job.record.get("variants", [])
 
-    @jax.jit
+    @backend.jit
     def fn(eps, idx, x, y):
         ak = attacks.example_keys(seed, idx, stream=STREAM_ATTACK)
         jk = attacks.example_keys(seed, idx, stream=STREAM_JUDGE)
@@ -356,7 +356,7 @@ def _batch_fn(job: _Job, logits_fn: LogitsFn, cfg) -> Callable:
 
 
 def _grad_fn(logits_fn: LogitsFn, cfg) -> Callable:
-    @jax.jit
+    @backend.jit
     def fn(idx, x, y):
         ak = attacks.example_keys(cfg.seed, idx, stream=STREAM_ATTACK)
         g = attacks.eot_grad(logits_fn, ak, x, y, eot=1).reshape(x.shape[0], -1)

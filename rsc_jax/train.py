@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from rsc_jax import data, export, parallel
+from rsc_jax import backend, data, export, parallel
 
 Array = jax.Array
 PyTree = Any
@@ -124,7 +124,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, noise_key
             new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, dict(state, step=state["step"] + 1))
         metrics = dict(metrics, loss=loss, grad_norm=gnorm, finite=finite.astype(jnp.float32))
         return new, metrics
-    return jax.jit(step, donate_argnums=(0,))
+    return backend.jit(step, donate_argnums=(0,))
 
 
 class NonFiniteError(FloatingPointError):
@@ -365,7 +365,7 @@ def evaluate(clf: export.Classifier, images: np.ndarray, labels: np.ndarray, *, 
     """
     key = jax.random.fold_in(jax.random.key(seed), 3)
 
-    @jax.jit
+    @backend.jit
     def fn(idx, x, y):
         keys = parallel.example_keys(key, idx)
         draw_keys = jax.vmap(lambda k: jax.random.split(k, draws))(keys)   # [B, M]

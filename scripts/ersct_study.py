@@ -38,7 +38,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rsc_jax import attacks, config, data, distill, export, parallel, train  # noqa: E402
+from rsc_jax import attacks, backend, config, data, distill, export, parallel, train  # noqa: E402
 
 
 def load_config(path: str):
@@ -50,7 +50,7 @@ def make_eval(clf_config: dict[str, Any], seed: int):
     clf = export.Classifier(clf_config, None)
     key = jax.random.fold_in(jax.random.key(seed), 3)
 
-    @jax.jit
+    @backend.jit
     def fn(variables, idx, x, y):
         logits = clf.apply(variables, parallel.example_keys(key, idx), x)
         return jnp.argmax(logits, -1) == y
@@ -64,7 +64,7 @@ def accuracy(fn, variables, x: np.ndarray, y: np.ndarray, batch: int, mesh) -> f
 
 def pgd7_accuracy(clf: export.Classifier, x: np.ndarray, y: np.ndarray, batch: int, seed: int, mesh) -> float:
     """PGD-7 (eps 8/255, step 2/255, random start, K = 1), judged on a fresh draw."""
-    @jax.jit
+    @backend.jit
     def fn(idx, xb, yb):
         keys = attacks.example_keys(seed, idx, stream=0)
         xa = attacks.pgd(clf.logits, keys, xb, yb, eps=8 / 255, step_size=2 / 255, steps=7)

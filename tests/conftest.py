@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# One persistent XLA compilation cache per test session, shared with the subprocesses
+# (CLI, multi-process, kill-and-resume tests compile the same digits programs again):
+# a fresh directory each session, so nothing carries over between CI runs.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="rsc_jax_test_xla_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 

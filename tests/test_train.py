@@ -55,11 +55,12 @@ def test_export_load_identical_logits(digits, tmp_path):
     assert loaded.config == clf.config
     x = jax.random.uniform(jax.random.key(0), (5, 8, 8, 1))
     key = jax.random.key(42)
-    np.testing.assert_array_equal(loaded.logits(key, x), clf.logits(key, x))
+    logits, logits0 = jax.jit(loaded.logits), jax.jit(clf.logits)     # eager op-by-op dispatch is slow
+    np.testing.assert_array_equal(logits(key, x), logits0(key, x))
     # Per-example keys code each example as if it were alone.
     keys = jax.random.split(key, 5)
-    np.testing.assert_allclose(loaded.logits(keys, x)[3], loaded.logits(keys[3], x[3:4])[0], rtol=1e-5, atol=1e-6)
-    g = jax.grad(lambda x: loaded.logits(key, x).sum())(x)
+    np.testing.assert_allclose(logits(keys, x)[3], logits(keys[3], x[3:4])[0], rtol=1e-5, atol=1e-6)
+    g = jax.jit(jax.grad(lambda x: loaded.logits(key, x).sum()))(x)
     assert g.shape == x.shape and np.all(np.isfinite(g)) and np.abs(g).max() > 0
     # Saving again replaces the old export only once the new one is complete.
     export.save(path, loaded)

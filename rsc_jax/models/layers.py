@@ -147,38 +147,99 @@ def unfold_time(x: Array, T: int) -> Array:
     return x.reshape((T, x.shape[0] // T, *x.shape[1:]))
 
 
-# Largest input map (H * W) that ``conv_general_dilated`` computes as one dense matmul.
-SMALL_MAP_PIXELS = 4
+# Which convs run tap by tap (``_tap_conv``), by input map size H * W: up to
+# TAP_BACKWARD_PIXELS always (forward and backward); up to TAP_FORWARD_PIXELS only when
+# not differentiated (inference, certification) and with at least
+# TAP_FORWARD_MIN_CHANNELS input channels. Ours, measured on the CPU (docs/PERFORMANCE.md,
+# item 7): at 4x4 the tap-wise forward is 15-30 % faster than lax's conv with 256-512
+# channels (VGG-11) but ~15 % slower with 32 (the digits convnet's certification); under
+# autodiff it raised the compiled temporary memory of a VGG-11 training step by 13-15 MiB
+# (lean: 130 -> 145 MiB at T = 4) for a 2 % faster step, and the tap-wise backward needs
+# several times lax's temporary memory there; at 8x8 lax's conv is faster.
+TAP_FORWARD_PIXELS = 16
+TAP_FORWARD_MIN_CHANNELS = 256
+TAP_BACKWARD_PIXELS = 4
 
 
-def _window_matrix(n_in: int, n_out: int, size: int, stride: int, pad_lo: int) -> np.ndarray:
-    """0/1 ``[size, n_in, n_out]``: tap d of output o reads input ``o*stride + d - pad_lo``."""
-    a = np.zeros((size, n_in, n_out), np.float32)
-    for o in range(n_out):
-        for d in range(size):
-            i = o * stride + d - pad_lo
-            if 0 <= i < n_in:
-                a[d, i, o] = 1.0
-    return a
+def _out_size(n_in: int, size: int, stride: int, pads: tuple[int, int]) -> int:
+    return (n_in + pads[0] + pads[1] - size) // stride + 1
 
 
-def _dense_small_map_conv(x: Array, k: Array, strides, pads, precision) -> Array:
-    """NHWC x HWIO conv on a tiny map as ``x[N, H*W*C] @ M[H*W*C, Ho*Wo*O]``.
+def _taps(n_in: int, n_out: int, size: int, stride: int, pad_lo: int) -> list[tuple[int, slice, slice]]:
+    """Per kernel tap d: (d, input slice, output slice) of the outputs o whose input
+    ``o*stride + d - pad_lo`` lies in the map (a contiguous, strided range); taps that
+    reach no input are left out."""
+    out = []
+    for d in range(size):
+        os_ = [o for o in range(n_out) if 0 <= o * stride + d - pad_lo < n_in]
+        if os_:
+            i0 = os_[0] * stride + d - pad_lo
+            out.append((d, slice(i0, i0 + (len(os_) - 1) * stride + 1, stride),
+                        slice(os_[0], os_[-1] + 1)))
+    return out
 
-    M holds the kernel taps that reach each (input, output) pixel pair and zeros
-    elsewhere, so the matmul does exactly the conv's multiply-adds (no padding taps)
-    and its gradient is two matmuls plus a small einsum on the kernel.
+
+def _tap_conv_vjp(x: Array, k: Array, g: Array, strides, pads, precision) -> tuple[Array, Array]:
+    """``(dx, dk)`` of ``_tap_conv`` at ``(x, k)`` for the output cotangent ``g``,
+    tap by tap: for each kernel tap (dy, dx) and the outputs it reaches,
+    ``dk[dy, dx] = x_tap^T g_tap`` and ``dx_tap += g_tap k[dy, dx]^T`` (the conv's exact
+    multiply-adds, contracting over all pixel pairs of a tap at once)."""
+    _, h, w, _ = x.shape
+    kh, kw = k.shape[:2]
+    ho, wo = g.shape[1:3]
+    dk = jnp.zeros(k.shape, jnp.promote_types(x.dtype, g.dtype))
+    dx = jnp.zeros(x.shape, jnp.promote_types(g.dtype, k.dtype))
+    for ty, iy, oy in _taps(h, ho, kh, strides[0], pads[0][0]):
+        for tx, ix, ox in _taps(w, wo, kw, strides[1], pads[1][0]):
+            xs, gs = x[:, iy, ix, :], g[:, oy, ox, :]
+            dk = dk.at[ty, tx].set(jnp.einsum("nhwc,nhwo->co", xs, gs, precision=precision))
+            dx = dx.at[:, iy, ix, :].add(jnp.einsum("nhwo,co->nhwc", gs, k[ty, tx], precision=precision))
+    return dx.astype(x.dtype), dk.astype(k.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _tap_conv(x: Array, k: Array, strides: tuple, pads: tuple, precision: Any) -> Array:
+    """NHWC x HWIO conv on a small map as one ``[N*h*w, C] @ [C, O]`` matmul per kernel
+    tap, over the outputs that tap reaches inside the map, summed in place.
+
+    This does exactly the conv's multiply-adds and none of those on padding, which on
+    small maps are many (3x3 SAME: 31 % of a direct conv's work at 4x4, 56 % at 2x2),
+    and it reads each tap ``k[dy, dx]`` as it lies in memory. VGG-11 at batch 128 on the
+    CPU: 2x2 512->512 forward 6.9 ms (PyTorch's conv 9.4 ms; lax's direct conv on
+    XLA:CPU is ~40x slower there, JAX_RECIPES §7); 4x4 512->512 35 ms against 46-51 ms
+    for lax's conv (docs/PERFORMANCE.md, item 7).
+
+    This is the primal, run when nothing differentiates the conv. Under autodiff
+    (``_tap_conv_fwd``) maps larger than ``TAP_BACKWARD_PIXELS`` run lax's conv forward
+    and ``_direct_conv_bwd`` backward instead, which need less temporary memory; the
+    two forwards agree to float32 summation order.
     """
-    n, h, w, c = x.shape
+    n, h, w, _ = x.shape
     kh, kw, _, o = k.shape
-    (pt, pb), (pl, pr) = pads
-    ho = (h + pt + pb - kh) // strides[0] + 1
-    wo = (w + pl + pr - kw) // strides[1] + 1
-    a = _window_matrix(h, ho, kh, strides[0], pt).astype(k.dtype)
-    b = _window_matrix(w, wo, kw, strides[1], pl).astype(k.dtype)
-    m = jnp.einsum("yhH,xwW,yxio->hwiHWo", a, b, k, precision=precision)
-    y = jnp.dot(x.reshape(n, h * w * c), m.reshape(h * w * c, ho * wo * o), precision=precision)
-    return y.reshape(n, ho, wo, o)
+    ho, wo = _out_size(h, kh, strides[0], pads[0]), _out_size(w, kw, strides[1], pads[1])
+    y = jnp.zeros((n, ho, wo, o), jnp.promote_types(x.dtype, k.dtype))
+    for ty, iy, oy in _taps(h, ho, kh, strides[0], pads[0][0]):
+        for tx, ix, ox in _taps(w, wo, kw, strides[1], pads[1][0]):
+            y = y.at[:, oy, ox, :].add(jnp.einsum("nhwc,co->nhwo", x[:, iy, ix, :], k[ty, tx], precision=precision))
+    return y
+
+
+def _tap_conv_fwd(x, k, strides, pads, precision):
+    if x.shape[1] * x.shape[2] <= TAP_BACKWARD_PIXELS:
+        y = _tap_conv(x, k, strides, pads, precision)
+    else:
+        y = lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=NHWC_HWIO, precision=precision)
+    return y, (x, k)
+
+
+def _tap_conv_bwd(strides, pads, precision, res, g):
+    x, k = res
+    if x.shape[1] * x.shape[2] <= TAP_BACKWARD_PIXELS:
+        return _tap_conv_vjp(x, k, g, strides, pads, precision)
+    return _direct_conv_bwd(strides, pads, precision, res, g)
+
+
+_tap_conv.defvjp(_tap_conv_fwd, _tap_conv_bwd)
 
 
 NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
@@ -203,17 +264,6 @@ def _nhwc_pads(lhs: Array, rhs: Array, window_strides, padding, lhs_dilation=Non
     return pads if all(v >= 0 for p in pads for v in p) else None
 
 
-def _is_small_map(lhs: Array) -> bool:
-    """Whether an NHWC input's map is small enough for the dense matmul formulation."""
-    return lhs.shape[1] * lhs.shape[2] <= SMALL_MAP_PIXELS
-
-
-def _small_map_pads(lhs: Array, rhs: Array, *args, **kw) -> tuple | None:
-    """The explicit pads when ``conv_general_dilated`` takes its dense small-map path."""
-    pads = _nhwc_pads(lhs, rhs, *args, **kw)
-    return pads if pads is not None and _is_small_map(lhs) else None
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _direct_conv(x: Array, k: Array, strides: tuple, pads: tuple, precision: Any) -> Array:
     return lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=NHWC_HWIO, precision=precision)
@@ -230,7 +280,7 @@ def _direct_conv_bwd(strides, pads, precision, res, g):
     (``01oi``) instead, and XLA:CPU's YNNPACK rewrite does not take such a conv inside a
     ``while`` body: it then runs on the generic path, ~2.5x slower (PGD and EOT loops;
     docs/PERFORMANCE.md). The kernel gradient is lax's (computing it tap by tap, as
-    ``_small_map_conv_vjp`` does, took ~10 % off a VGG-11 step on the CPU but raised its
+    ``_tap_conv_vjp`` does, took ~10 % off a VGG-11 step on the CPU but raised its
     compiled temporary memory by 60-180 %)."""
     x, k = res
     in_pads = []
@@ -254,56 +304,28 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides, padding, lhs_di
     """``lax.conv_general_dilated`` that picks the fastest correct formulation.
 
     On XLA:CPU a direct 3x3 conv on a 2x2 map with 512 channels is ~40x slower than
-    the same conv as a matmul (docs/PERFORMANCE.md); from 4x4 up the direct conv wins.
-    So NHWC/HWIO convs without dilation or groups on maps of at most
-    ``SMALL_MAP_PIXELS`` pixels run as one dense matmul; larger ones run as lax's
-    direct conv with a custom VJP whose input gradient keeps an HWIO kernel
-    (``_direct_conv_bwd``); any other conv is lax's, autodiff included. Same values and
-    gradients; forward-mode autodiff (``jax.jvp``) is not supported through the custom
-    VJP (models are differentiated in reverse mode).
+    the same conv as matmuls, and on small maps much of a direct conv's work is on
+    padding (docs/PERFORMANCE.md). So NHWC/HWIO convs without dilation or groups on
+    maps of at most ``TAP_BACKWARD_PIXELS`` pixels, or of at most ``TAP_FORWARD_PIXELS``
+    with at least ``TAP_FORWARD_MIN_CHANNELS`` input channels, run as one matmul per
+    kernel tap (``_tap_conv``; the latter only when not differentiated, for memory);
+    larger ones run as lax's direct conv; both with custom VJPs whose input gradient
+    keeps an HWIO kernel (``_direct_conv_bwd``), tap by tap on maps of at most
+    ``TAP_BACKWARD_PIXELS``. Any other conv is lax's, autodiff included. Same values
+    (to float32 summation order) and gradients; forward-mode autodiff (``jax.jvp``) is
+    not supported through the custom VJPs (models are differentiated in reverse mode).
     """
     pads = _nhwc_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                       dimension_numbers, feature_group_count, precision, **kw)
-    if pads is not None and _is_small_map(lhs):
-        return _dense_small_map_conv(lhs, rhs, tuple(window_strides), pads, precision)
-    if pads is not None:
-        return _direct_conv(lhs, rhs, tuple(int(s) for s in window_strides), pads, precision)
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-                                    rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                                    feature_group_count=feature_group_count, precision=precision, **kw)
-
-
-def _taps(n_in: int, n_out: int, size: int, stride: int, pad_lo: int) -> list[tuple[int, slice, slice]]:
-    """Per kernel tap d: (d, input slice, output slice) of the outputs o whose input
-    ``o*stride + d - pad_lo`` lies in the map (a contiguous, strided range); taps that
-    reach no input are left out."""
-    out = []
-    for d in range(size):
-        os_ = [o for o in range(n_out) if 0 <= o * stride + d - pad_lo < n_in]
-        if os_:
-            i0 = os_[0] * stride + d - pad_lo
-            out.append((d, slice(i0, i0 + (len(os_) - 1) * stride + 1, stride),
-                        slice(os_[0], os_[-1] + 1)))
-    return out
-
-
-def _small_map_conv_vjp(x: Array, k: Array, g: Array, strides, pads, precision) -> tuple[Array, Array]:
-    """``(dx, dk)`` of ``_dense_small_map_conv`` at ``(x, k)`` for the output cotangent
-    ``g``, tap by tap: for each kernel tap (dy, dx) and the outputs it reaches,
-    ``dk[dy, dx] = x_tap^T g_tap`` and ``dx_tap += g_tap k[dy, dx]^T`` (the conv's exact
-    multiply-adds). Unlike the VJP of the dense matmul it forms no ``[H*W*C, Ho*Wo*O]``
-    matrix or its gradient (16 MiB each for VGG-11's 2x2 maps with 512 channels)."""
-    _, h, w, _ = x.shape
-    kh, kw = k.shape[:2]
-    ho, wo = g.shape[1:3]
-    dk = jnp.zeros(k.shape, jnp.promote_types(x.dtype, g.dtype))
-    dx = jnp.zeros(x.shape, jnp.promote_types(g.dtype, k.dtype))
-    for ty, iy, oy in _taps(h, ho, kh, strides[0], pads[0][0]):
-        for tx, ix, ox in _taps(w, wo, kw, strides[1], pads[1][0]):
-            xs, gs = x[:, iy, ix, :], g[:, oy, ox, :]
-            dk = dk.at[ty, tx].set(jnp.einsum("nhwc,nhwo->co", xs, gs, precision=precision))
-            dx = dx.at[:, iy, ix, :].add(jnp.einsum("nhwo,co->nhwc", gs, k[ty, tx], precision=precision))
-    return dx.astype(x.dtype), dk.astype(k.dtype)
+    if pads is None:
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                        feature_group_count=feature_group_count, precision=precision, **kw)
+    strides = tuple(int(s) for s in window_strides)
+    pixels, channels = lhs.shape[1] * lhs.shape[2], lhs.shape[3]
+    if pixels <= TAP_BACKWARD_PIXELS or (pixels <= TAP_FORWARD_PIXELS and channels >= TAP_FORWARD_MIN_CHANNELS):
+        return _tap_conv(lhs, rhs, strides, pads, precision)
+    return _direct_conv(lhs, rhs, strides, pads, precision)
 
 
 def _hashable(v: Any) -> Any:
@@ -325,7 +347,11 @@ def _conv_spike_residual(lhs: Array, rhs: Array, spec: tuple) -> Array:
 
 def _conv_spike_residual_fwd(lhs, rhs, spec):
     narrow = (lhs * SPIKE_RESIDUAL_SCALE).astype(jnp.uint8)
-    return _conv_spike_residual(lhs, rhs, spec), (narrow, rhs)
+    # The output as conv_general_dilated computes it under autodiff (its forward rule,
+    # which on some small maps differs from its primal in summation order), so that the
+    # lean path's forward stays bit for bit the plain path's; the unused VJP is dropped.
+    y, _ = jax.vjp(lambda a, b: conv_general_dilated(a, b, *spec[:2], **dict(spec[2])), lhs, rhs)
+    return y, (narrow, rhs)
 
 
 def _conv_spike_residual_bwd(spec, res, g):
@@ -335,8 +361,8 @@ def _conv_spike_residual_bwd(spec, res, g):
     # can neither fuse the narrowing into the backward pass (it did, reading the wide
     # input there and keeping it alive: the wide input is what the narrowing computes
     # from) nor hoist the widening into the forward pass. The kernel is tied to the
-    # cotangent (_tie_to) so that XLA neither precomputes its transposes in the forward
-    # pass nor keeps the forward's dense small-map matrix alive.
+    # cotangent (_tie_to) so that XLA does not precompute its transposes in the forward
+    # pass.
     # Only on the CPU: elsewhere a conditional may cost a device-to-host sync per conv,
     # and GPU/TPU schedulers are memory-aware without it.
     def widen(n):
@@ -347,9 +373,6 @@ def _conv_spike_residual_bwd(spec, res, g):
         lhs = widen(narrow)
     rhs = _tie_to(rhs, g)
     kw = dict(spec[2])
-    pads = _small_map_pads(lhs, rhs, *spec[:2], **kw)
-    if pads is not None:
-        return _small_map_conv_vjp(lhs, rhs, g, tuple(spec[0]), pads, kw.get("precision"))
     _, vjp = jax.vjp(lambda a, b: conv_general_dilated(a, b, *spec[:2], **kw), lhs, rhs)
     return vjp(g)
 

@@ -1,0 +1,85 @@
+"""How the package's jitted functions are compiled: ``jit`` with per-backend XLA options.
+
+On XLA:CPU (jaxlib 0.10.2) convolutions are rewritten into YNNPACK fusions by default.
+For the convolutions of the CIFAR-scale models here, XLA's other CPU conv path (Eigen's)
+is faster, above all for the kernel gradients (a conv contracting over the batch with
+the whole feature map as its window): per layer of VGG-11 at batch 128, kernel gradient
+16x16 64->128 0.070 -> 0.032 s and 8x8 256->256 0.095 -> 0.050 s, forward 16x16
+0.046 -> 0.024 s; spiking VGG-11 training step 22-40 % faster (T = 4 and 8), its
+inference 6-8 %, ResNet-19's step 15 %, PGD loops 10 % (measured side by side;
+docs/PERFORMANCE.md, item 8). ``CPU_COMPILER_OPTIONS`` therefore takes
+``INDIVIDUAL_CONVOLUTION`` out of the YNNPACK fusion types; dots and reductions stay
+YNNPACK's. The one loss measured: the digits convnet's first conv (one input channel,
+8x8) is faster on YNNPACK, so its certification is ~13 % slower (seconds per run).
+
+The options go to each compilation (``jax.jit(..., compiler_options=...)``), not to
+the process (``XLA_FLAGS``), so importing the package changes nothing for other code,
+and they are chosen for the backend a function first runs on: none on GPU and TPU.
+Functions you jit yourself (notebooks) get them with ``backend.jit`` in place of
+``jax.jit``, or process-wide with
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``.
+
+This module imports nothing else from the package.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+
+# Ours, measured on an AMD EPYC (AVX-512) with jaxlib 0.10.2, whose default YNNPACK list is
+# REDUCE, INDIVIDUAL_DOT and INDIVIDUAL_CONVOLUTION (checked: passing all three compiles
+# the VGG-11 step to the same HLO as passing nothing). Per compilation the option takes
+# full enum names; the '+'/'-' forms work only in XLA_FLAGS.
+CPU_COMPILER_OPTIONS: dict[str, str] = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+def compiler_options(platform: str | None = None) -> dict[str, str]:
+    """The XLA compiler options the package compiles with on ``platform``
+    (default: ``jax.default_backend()``): ``CPU_COMPILER_OPTIONS`` on ``"cpu"``, else none."""
+    platform = platform or jax.default_backend()
+    return dict(CPU_COMPILER_OPTIONS) if platform == "cpu" else {}
+
+
+class _Jitted:
+    """``jax.jit(fun, compiler_options=compiler_options(), **kw)``, built at first use.
+
+    Deferred so that decorating at import time neither initialises the backends (which
+    must wait for ``jax.distributed.initialize`` on multi-host jobs) nor fixes the
+    options before the platform is known. Attribute access (``lower``, ``trace``,
+    ``eval_shape``, ...) goes to the jitted function; ``__wrapped__`` is ``fun``.
+    """
+
+    def __init__(self, fun: Callable, kw: dict[str, Any]) -> None:
+        functools.update_wrapper(self, fun)
+        self._fun, self._kw = fun, kw
+
+    @functools.cached_property
+    def _jitted(self) -> Callable:
+        return jax.jit(self._fun, compiler_options=compiler_options() or None, **self._kw)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._jitted(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_fun", "_kw"):
+            raise AttributeError(name)
+        return getattr(self._jitted, name)
+
+
+def jit(fun: Callable | None = None, **kw: Any) -> Any:
+    """``jax.jit`` with the package's compiler options for the backend (see module doc).
+
+    Takes ``jax.jit``'s keyword arguments (``static_argnames``, ``donate_argnums``,
+    shardings, ...) but not ``compiler_options``; usable as ``jit(f, ...)``,
+    ``@jit`` and ``functools.partial(jit, ...)``.
+    """
+    if "compiler_options" in kw:
+        raise TypeError("backend.jit: compiler_options is chosen per backend here; "
+                        "use jax.jit directly to pass your own")
+    if fun is None:
+        return functools.partial(jit, **kw)
+    return _Jitted(fun, kw)

@@ -1,0 +1,92 @@
+"""rsc_jax.backend: per-backend compiler options and the lazy ``jit`` wrapper.
+
+The options change which XLA:CPU kernels run the convolutions (Eigen's instead of
+YNNPACK's); these tests check that they take effect, that the numbers stay those of
+plain ``jax.jit`` to float32 summation-order noise, and that the wrapper behaves like
+``jax.jit`` (static arguments, donation, ``lower``, decorator forms).
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rsc_jax import backend, models
+
+cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are XLA:CPU's")
+
+
+def _ynn_conv_count(compiled_text: str) -> int:
+    """Convolutions inside YNNPACK fusions of a compiled HLO module."""
+    bodies = dict(re.findall(r"^%?(\S+) [^\n]*\{\n(.*?)\n\}", compiled_text, re.S | re.M))
+    called = re.findall(r"calls=%?([\w.\-]+)[^\n]*__ynn_fusion", compiled_text)
+    return sum(bodies.get(name, "").count("convolution(") for name in called)
+
+
+def test_compiler_options_per_platform():
+    assert backend.compiler_options("cpu") == backend.CPU_COMPILER_OPTIONS
+    assert backend.compiler_options("gpu") == {}
+    assert backend.compiler_options("tpu") == {}
+    backend.compiler_options("cpu")["x"] = "1"          # a copy: the module constant is untouched
+    assert "x" not in backend.CPU_COMPILER_OPTIONS
+
+
+def _model_and_loss():
+    m = models.create("convnet", num_classes=10, spiking=False)
+    x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 1))
+    y = jnp.arange(16) % 10
+    v = m.init(jax.random.key(1), x, train=False)
+
+    def loss(params, x):
+        logits = m.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=False)
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(16), y])
+    return jax.value_and_grad(loss), v["params"], x
+
+
+@cpu_only
+def test_options_move_convolutions_off_ynnpack_and_keep_the_numbers():
+    f, params, x = _model_and_loss()
+    ours, plain = backend.jit(f), jax.jit(f)
+    assert _ynn_conv_count(plain.lower(params, x).compile().as_text()) > 0     # the default: non-vacuous
+    assert _ynn_conv_count(ours.lower(params, x).compile().as_text()) == 0
+    (l1, g1), (l2, g2) = ours(params, x), plain(params, x)
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_jit_behaves_like_jax_jit():
+    calls = []
+
+    @backend.jit
+    def plain(x):
+        calls.append(1)
+        return x * 2
+
+    @__import__("functools").partial(backend.jit, static_argnames=("n",))
+    def power(x, *, n):
+        return x ** n
+
+    donating = backend.jit(lambda s, d: s + d, donate_argnums=(0,))
+    x = jnp.arange(3.0)
+    np.testing.assert_array_equal(plain(x), [0, 2, 4])
+    plain(x + 1)
+    assert len(calls) == 1                                 # traced once, then cached
+    np.testing.assert_array_equal(power(x, n=3), [0, 1, 8])
+    np.testing.assert_array_equal(donating(jnp.ones(3), x), [1, 2, 3])
+    assert plain.__wrapped__(3) == 6 and plain.__name__ == "plain"
+    assert "mul" in plain.lower(x).as_text()
+    with pytest.raises(TypeError, match="compiler_options"):
+        backend.jit(lambda x: x, compiler_options={})
+
+
+def test_jit_defers_the_backend_choice_to_first_use(monkeypatch):
+    seen = []
+    monkeypatch.setattr(backend, "compiler_options", lambda platform=None: seen.append(platform) or {})
+    f = backend.jit(lambda x: x + 1)
+    assert seen == []                                      # decorating initialises nothing
+    f(1.0)
+    f(2.0)
+    assert seen == [None]                                  # chosen once, on first use
