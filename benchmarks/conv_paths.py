@@ -20,19 +20,20 @@ from jax import lax
 
 from benchmarks import common
 from rsc_jax import backend
+from rsc_jax.models import layers
 
 SHAPES = ((32, 3, 64), (16, 64, 128), (8, 128, 256), (8, 256, 256), (4, 256, 512), (4, 512, 512))
-DN = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv(x, k):
-    return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=DN)
+def lax_conv(x, k):
+    """VGG-11's 3x3 SAME stride-1 conv, lax's own (no formulation choice, lax's autodiff)."""
+    return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=layers.NHWC_HWIO)
 
 
 def _jax_pieces(jit, x, k, g) -> dict:
-    fwd = jit(_conv)
-    dx = jit(lambda g, k: jax.vjp(lambda x: _conv(x, k), x)[1](g)[0])
-    dk = jit(lambda g, x: jax.vjp(lambda k: _conv(x, k), k)[1](g)[0])
+    fwd = jit(lax_conv)
+    dx = jit(lambda g, k: jax.vjp(lambda x: lax_conv(x, k), x)[1](g)[0])
+    dk = jit(lambda g, x: jax.vjp(lambda k: lax_conv(x, k), k)[1](g)[0])
     return {"fwd": lambda: jax.block_until_ready(fwd(x, k)),
             "dx": lambda: jax.block_until_ready(dx(g, k)),
             "dk": lambda: jax.block_until_ready(dk(g, x))}

@@ -39,20 +39,17 @@ def suite_profile(a) -> dict:
     (rsc_jax.backend), and the LIF scan (unroll 1) vs the unrolled one, at batch 32*T
     (T = 4)."""
     from jax import lax
+    from benchmarks.conv_paths import lax_conv as direct
     from rsc_jax import neurons
     from rsc_jax.models import layers
     N = 32 * 4
     shapes = [(32, 3, 64), (16, 64, 128), (8, 128, 256), (8, 256, 256), (4, 256, 512), (4, 512, 512),
               (2, 512, 512), (2, 512, 512)]
     out = {"conv": [], "lif": []}
-    dn = ("NHWC", "HWIO", "NHWC")
-
-    def direct(x, k):
-        return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dn)
 
     def chosen(x, k):
-        return layers.conv_general_dilated(x, k, (1, 1), "SAME",
-                                           dimension_numbers=lax.conv_dimension_numbers(x.shape, k.shape, dn))
+        dn = lax.conv_dimension_numbers(x.shape, k.shape, layers.NHWC_HWIO)
+        return layers.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dn)
     seen = set()
     for i, (s, ci, co) in enumerate(shapes):
         if (s, ci, co) in seen:

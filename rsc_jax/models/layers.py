@@ -161,6 +161,17 @@ TAP_FORWARD_MIN_CHANNELS = 256
 TAP_BACKWARD_PIXELS = 4
 
 
+def _taps_under_autodiff(x: Array) -> bool:
+    """Whether the conv of an NHWC input runs tap by tap when differentiated."""
+    return x.shape[1] * x.shape[2] <= TAP_BACKWARD_PIXELS
+
+
+def _taps_when_not_differentiated(x: Array) -> bool:
+    """Whether the conv of an NHWC input runs tap by tap when nothing differentiates it."""
+    return _taps_under_autodiff(x) or (x.shape[1] * x.shape[2] <= TAP_FORWARD_PIXELS
+                                       and x.shape[3] >= TAP_FORWARD_MIN_CHANNELS)
+
+
 def _out_size(n_in: int, size: int, stride: int, pads: tuple[int, int]) -> int:
     return (n_in + pads[0] + pads[1] - size) // stride + 1
 
@@ -225,7 +236,7 @@ def _tap_conv(x: Array, k: Array, strides: tuple, pads: tuple, precision: Any) -
 
 
 def _tap_conv_fwd(x, k, strides, pads, precision):
-    if x.shape[1] * x.shape[2] <= TAP_BACKWARD_PIXELS:
+    if _taps_under_autodiff(x):
         y = _tap_conv(x, k, strides, pads, precision)
     else:
         y = lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=NHWC_HWIO, precision=precision)
@@ -234,7 +245,7 @@ def _tap_conv_fwd(x, k, strides, pads, precision):
 
 def _tap_conv_bwd(strides, pads, precision, res, g):
     x, k = res
-    if x.shape[1] * x.shape[2] <= TAP_BACKWARD_PIXELS:
+    if _taps_under_autodiff(x):
         return _tap_conv_vjp(x, k, g, strides, pads, precision)
     return _direct_conv_bwd(strides, pads, precision, res, g)
 
@@ -322,8 +333,7 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides, padding, lhs_di
                                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                         feature_group_count=feature_group_count, precision=precision, **kw)
     strides = tuple(int(s) for s in window_strides)
-    pixels, channels = lhs.shape[1] * lhs.shape[2], lhs.shape[3]
-    if pixels <= TAP_BACKWARD_PIXELS or (pixels <= TAP_FORWARD_PIXELS and channels >= TAP_FORWARD_MIN_CHANNELS):
+    if _taps_when_not_differentiated(lhs):
         return _tap_conv(lhs, rhs, strides, pads, precision)
     return _direct_conv(lhs, rhs, strides, pads, precision)
 
