@@ -11,12 +11,24 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# One persistent XLA compilation cache per test session, shared with the subprocesses
-# (CLI, multi-process, kill-and-resume tests compile the same digits programs again):
-# a fresh directory each session, so nothing carries over between CI runs.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="rsc_jax_test_xla_cache_"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One persistent XLA compilation cache per test process, shared with its subprocesses.
+
+    The CLI, multi-process and kill-and-resume tests compile the same digits programs
+    again in fresh interpreters. The directory is new each session, so nothing carries
+    over between CI runs, and one per pytest-xdist worker, not one for all: JAX writes
+    cache entries in place (no lock unless eviction is on), so two workers compiling the
+    same program could read each other's half-written files. Runs before collection,
+    hence before any test module imports jax (which reads these variables at import).
+    """
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return                    # xdist controller: runs no tests; each worker sets its own
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rsc_jax_test_xla_cache_")
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
 def run_python(code: str, *, devices: int = 1, timeout: int = 600) -> str:
