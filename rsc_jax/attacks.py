@@ -36,13 +36,18 @@ for step i and EOT draw j. ``judge`` uses draws ``fold_in(k, d)``: judge with a 
 stream different from the attack's (the runner in ``robustness.py`` does).
 
 Loops: PGD steps and EOT draws run in ``lax.fori_loop``/``lax.scan``, except on the CPU
-for small step counts, where the unrolled program is still a little faster (XLA overlaps
-neighbouring steps; ``python -m benchmarks.run --suite=attack``): ``unroll=None`` (the
-default) unrolls fully when the backend is the CPU and ``steps * eot <= AUTO_UNROLL_MAX``
-(ours: 16, bounding the k-fold compile time). Both forms compute the same iterates, and
-since the models' convolutions keep HWIO kernels in their input gradients
-(``models.layers._direct_conv``) the loops cost about one forward+backward per gradient
-on XLA:CPU too (before, its while bodies ran those convs ~2.3x slower).
+for small counts, where the unrolled program is faster: each while-loop iteration costs
+XLA:CPU about a millisecond of its own, 15-25 % of a digits-convnet gradient
+(``python -m benchmarks.run --suite=attack``). ``unroll=None`` (the default) decides per
+loop, on the CPU only: the K EOT draws are unrolled when ``eot <= AUTO_UNROLL_MAX``, the
+PGD steps too when ``steps * eot <= AUTO_UNROLL_MAX`` (ours: 16, bounding the compile
+time, which grows with the number of gradient copies), so a long attack with a few draws
+loops over its steps with the draws unrolled in its body. Unrolled draws still run one
+after the other, so the memory stays that of one draw (``eot_grad``). ``True``/``False``
+unroll/roll both loops. Every form computes the same iterates, and since the models'
+convolutions keep HWIO kernels in their input gradients (``models.layers._direct_conv``)
+the loops cost about one forward+backward per gradient on XLA:CPU too (before, its while
+bodies ran those convs ~2.3x slower).
 """
 
 from __future__ import annotations
@@ -182,7 +187,8 @@ def eot_grad(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, eot: int =
 
     g_b = (1/K) sum_{j<K} d CE(logits_fn(fold_in(keys[b], j), x_b), y_b) / d x_b
     (expectation over transformation, Athalye et al., ICML 2018). The K draws are
-    accumulated with ``lax.scan`` (memory of one draw).
+    accumulated with ``lax.scan``, one after the other also when unrolled (memory of one
+    draw).
 
     Args:
       keys: ``[B]`` per-example keys; draw j of example b uses ``fold_in(keys[b], j)``.
@@ -199,7 +205,14 @@ def eot_grad(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, eot: int =
         return loss_grad(logits_fn, _fold(keys, 0), x, y).astype(jnp.float32)
 
     def body(acc, j):
-        return acc + loss_grad(logits_fn, _fold(keys, j), x, y).astype(acc.dtype), None
+        # Draw j reads x plus min(|acc_0|, 0), exactly 0 unless the sum is already NaN,
+        # so it starts after draw j-1 is summed: unrolled, XLA would otherwise schedule
+        # the K independent draws side by side and hold their activations at once (VGG-11,
+        # B = 8, K = 8: 228 MiB temp memory against 30 MiB in the loop; with this, 45).
+        # lax.optimization_barrier does not do it: XLA:CPU removes barriers before
+        # scheduling.
+        xj = x + jnp.minimum(jnp.abs(acc[(0,) * acc.ndim]), 0.0)
+        return acc + loss_grad(logits_fn, _fold(keys, j), xj, y).astype(acc.dtype), None
 
     total, _ = jax.lax.scan(body, jnp.zeros(x.shape, jnp.float32), jnp.arange(eot),
                             unroll=should_unroll(unroll, eot))
@@ -273,8 +286,9 @@ def pgd(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Arr
       random_start: start uniformly in the ball (l2 choice: see ``_random_start``).
       common_random_numbers: use the same K draws at every step (fixed noise, a
         deterministic objective) instead of fresh draws per step (default, ours).
-      unroll: unroll the steps and draws (None: when ``should_unroll(None, steps * eot)``,
-        see the module docstring); the iterates are the same either way.
+      unroll: True/False unroll/roll the steps and the draws; None (default) decides
+        per loop: draws as ``should_unroll(None, eot)``, steps as
+        ``should_unroll(None, steps * eot)`` (module docstring). Same iterates either way.
 
     Returns:
       ``[B, ...]`` adversarial images, dtype of x, in [0, 1] and within eps of x.
@@ -297,12 +311,11 @@ def pgd(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Arr
 
     def body(i, xa):
         ks = _fold(grad_keys, 0 if common_random_numbers else i)
-        g = eot_grad(logits_fn, ks, xa, y, eot=eot, unroll=unrolled)
+        g = eot_grad(logits_fn, ks, xa, y, eot=eot, unroll=unroll)
         xa = xa + step_size * _step_direction(g, norm)
         return jnp.clip(x32 + project(xa - x32, eps, norm), 0.0, 1.0)
 
-    unrolled = should_unroll(unroll, steps * eot)
-    x_adv = jax.lax.fori_loop(0, steps, body, x_adv, unroll=unrolled)
+    x_adv = jax.lax.fori_loop(0, steps, body, x_adv, unroll=should_unroll(unroll, steps * eot))
     chex.assert_equal_shape((x_adv, x))
     return x_adv.astype(x.dtype)
 

@@ -225,20 +225,45 @@ def test_eot_grad_is_mean_of_single_draw_grads_and_per_example_autodiff():
     np.testing.assert_allclose(np.asarray(singles[0]), np.asarray(alone(x, k0, y)), rtol=1e-5, atol=1e-7)
 
 
-def test_unrolled_loops_give_the_same_iterates(norm="l2"):
+def test_unrolled_draws_run_one_after_another():
+    """Unrolled EOT draws are independent programs XLA could run side by side, holding K
+    draws' activations; eot_grad chains them, so K = 8 costs the memory of one draw."""
+    w = jax.random.normal(jax.random.key(0), (64, 4096)) / 8
+    v = jax.random.normal(jax.random.key(1), (4096, 10)) / 64
+
+    def fn(key, x):                     # noise on the input, as the coding; wide activations
+        h = jnp.tanh((x + jax.random.normal(key, x.shape)).reshape(x.shape[0], -1) @ w)
+        return jnp.tanh(h * 1.5) @ v
+
+    x, y = _rand_batch(64)
+    keys = attacks.example_keys(0, jnp.arange(64))
+    temp = {K: jax.jit(functools.partial(attacks.eot_grad, fn, eot=K, unroll=True)).lower(keys, x, y)
+            .compile().memory_analysis().temp_size_in_bytes for K in (1, 8)}
+    assert temp[8] <= 1.5 * temp[1], temp
+
+
+def test_unrolled_loops_give_the_same_iterates(monkeypatch, norm="l2"):
     fn = _random_model()
     x, y = _rand_batch(6)
     keys = attacks.example_keys(7, jnp.arange(6))
     kw = dict(eps=0.1 if norm == "linf" else 1.0, step_size=0.03 if norm == "linf" else 0.3, steps=3, eot=2,
               norm=norm)
-    lowered = {u: jax.jit(lambda k, u=u: attacks.pgd(fn, k, x, y, unroll=u, **kw)).lower(keys) for u in (False, True)}
-    # The unrolled program has no loop over steps or draws (the PRNG keeps its own loops).
+    # With the bound at 4, the default (None) falls between: 3 * 2 > 4 gradients, so the
+    # steps loop; 2 <= 4 draws, so they are unrolled inside its body (on the CPU).
+    monkeypatch.setattr(attacks, "AUTO_UNROLL_MAX", 4)
+    lowered = {u: jax.jit(lambda k, u=u: attacks.pgd(fn, k, x, y, unroll=u, **kw)).lower(keys)
+               for u in (False, None, True)}
+    # One loop fewer per unrolled level (the PRNG keeps its own loops, outside the body).
     n_while = {u: low.as_text().count("stablehlo.while") for u, low in lowered.items()}
-    assert n_while[True] < n_while[False], n_while
-    loop, flat = (lowered[u].compile()(keys) for u in (False, True))
+    if jax.default_backend() == "cpu":
+        assert n_while[True] + 1 == n_while[None] == n_while[False] - 1, n_while
+    assert n_while[True] + 2 == n_while[False], n_while
+    loop, mixed, flat = (lowered[u].compile()(keys) for u in (False, None, True))
     np.testing.assert_allclose(np.asarray(flat), np.asarray(loop), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(mixed), np.asarray(loop), atol=1e-6)
     assert float(jnp.abs(loop - x).max()) > 0.5 * kw["step_size"]      # the attack moved
     # The automatic rule: unroll on the CPU for steps * eot <= AUTO_UNROLL_MAX, never when told not to.
+    monkeypatch.undo()
     assert attacks.should_unroll(None, attacks.AUTO_UNROLL_MAX) == (jax.default_backend() == "cpu")
     assert not attacks.should_unroll(None, attacks.AUTO_UNROLL_MAX + 1)
     assert attacks.should_unroll(True, 10_000) and not attacks.should_unroll(False, 1)
