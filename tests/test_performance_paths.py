@@ -248,8 +248,7 @@ def test_lean_vgg11_inference_mode_gradients_match_plain():
 
 
 @pytest.mark.parametrize("name,neuron", [
-    pytest.param("resnet19", {"surrogate": "atan", "grad_mode": "bptr", "detach_reset": True},
-                 marks=pytest.mark.slow),    # ~20 s; atan and BPTR also run in CI (VGG-11 cases)
+    ("resnet19", {"surrogate": "atan", "grad_mode": "bptr", "detach_reset": True}),
     ("mini_sew", {"surrogate": "triangle", "grad_mode": "bptt", "reset": "soft"}),
 ])
 def test_lean_resnets_match_plain(name, neuron):

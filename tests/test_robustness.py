@@ -212,7 +212,6 @@ def _same_rows(reduced, full):
         assert row == b[k], k
 
 
-@pytest.mark.slow   # ~10 s more; batch-size invariance also in test_attacks.py and test_certify.py
 def test_runner_identical_for_two_batch_sizes(run8, setup, tmp_path):
     clf, variants, transfer, x, y = setup
     # The 24 examples in batches of 16 (the second one padded with 8 repeats) versus
