@@ -167,10 +167,13 @@ def _attack_case(a, name, clf, B, k, K, *, unrolled: bool = True) -> dict:
     # unrolled form (what the default avoids: k*K-fold compile time). The target is shown
     # on the row of the form the default runs.
     forms = {"pgd": True, "pgd_loop": False} if unrolled else {"pgd_loop": False}
-    full = attacks.should_unroll(None, k * K)
-    default = "unrolled" if full else "loops" if not attacks.should_unroll(None, K) else "steps loop, draws unrolled"
-    if default not in ("unrolled", "loops"):
+    if attacks.should_unroll(None, k * K):
+        default = "unrolled"
+    elif attacks.should_unroll(None, K):
+        default = "steps loop, draws unrolled"
         forms["pgd_default"] = None
+    else:
+        default = "loops"
     keys = attacks.per_example_keys(jax.random.key(0), B)
     fb = backend.jit(lambda keys, x, y: attacks.loss_grad(fn, keys, x, y))
     fns = {}

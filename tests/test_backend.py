@@ -6,6 +6,7 @@ plain ``jax.jit`` to float32 summation-order noise, and that the wrapper behaves
 ``jax.jit`` (static arguments, donation, ``lower``, decorator forms).
 """
 
+import functools
 import re
 
 import jax
@@ -65,7 +66,7 @@ def test_jit_behaves_like_jax_jit():
         calls.append(1)
         return x * 2
 
-    @__import__("functools").partial(backend.jit, static_argnames=("n",))
+    @functools.partial(backend.jit, static_argnames=("n",))
     def power(x, *, n):
         return x ** n
 

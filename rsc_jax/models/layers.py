@@ -190,21 +190,26 @@ def _taps(n_in: int, n_out: int, size: int, stride: int, pad_lo: int) -> list[tu
     return out
 
 
+def _tap_windows(x_shape: tuple, k_shape: tuple, out_hw: tuple[int, int], strides, pads):
+    """Per kernel tap (ty, tx) that reaches the map: ``(ty, tx, xw, yw)``, where ``xw``
+    and ``yw`` index the NHWC input pixels it reads and the output pixels it feeds
+    (``x[xw]`` and ``y[yw]`` are ``[N, h, w, C]`` windows of the same h x w)."""
+    for ty, iy, oy in _taps(x_shape[1], out_hw[0], k_shape[0], strides[0], pads[0][0]):
+        for tx, ix, ox in _taps(x_shape[2], out_hw[1], k_shape[1], strides[1], pads[1][0]):
+            yield ty, tx, (slice(None), iy, ix), (slice(None), oy, ox)
+
+
 def _tap_conv_vjp(x: Array, k: Array, g: Array, strides, pads, precision) -> tuple[Array, Array]:
     """``(dx, dk)`` of ``_tap_conv`` at ``(x, k)`` for the output cotangent ``g``,
     tap by tap: for each kernel tap (dy, dx) and the outputs it reaches,
     ``dk[dy, dx] = x_tap^T g_tap`` and ``dx_tap += g_tap k[dy, dx]^T`` (the conv's exact
     multiply-adds, contracting over all pixel pairs of a tap at once)."""
-    _, h, w, _ = x.shape
-    kh, kw = k.shape[:2]
-    ho, wo = g.shape[1:3]
     dk = jnp.zeros(k.shape, jnp.promote_types(x.dtype, g.dtype))
     dx = jnp.zeros(x.shape, jnp.promote_types(g.dtype, k.dtype))
-    for ty, iy, oy in _taps(h, ho, kh, strides[0], pads[0][0]):
-        for tx, ix, ox in _taps(w, wo, kw, strides[1], pads[1][0]):
-            xs, gs = x[:, iy, ix, :], g[:, oy, ox, :]
-            dk = dk.at[ty, tx].set(jnp.einsum("nhwc,nhwo->co", xs, gs, precision=precision))
-            dx = dx.at[:, iy, ix, :].add(jnp.einsum("nhwo,co->nhwc", gs, k[ty, tx], precision=precision))
+    for ty, tx, xw, yw in _tap_windows(x.shape, k.shape, g.shape[1:3], strides, pads):
+        xs, gs = x[xw], g[yw]
+        dk = dk.at[ty, tx].set(jnp.einsum("nhwc,nhwo->co", xs, gs, precision=precision))
+        dx = dx.at[xw].add(jnp.einsum("nhwo,co->nhwc", gs, k[ty, tx], precision=precision))
     return dx.astype(x.dtype), dk.astype(k.dtype)
 
 
@@ -229,9 +234,8 @@ def _tap_conv(x: Array, k: Array, strides: tuple, pads: tuple, precision: Any) -
     kh, kw, _, o = k.shape
     ho, wo = _out_size(h, kh, strides[0], pads[0]), _out_size(w, kw, strides[1], pads[1])
     y = jnp.zeros((n, ho, wo, o), jnp.promote_types(x.dtype, k.dtype))
-    for ty, iy, oy in _taps(h, ho, kh, strides[0], pads[0][0]):
-        for tx, ix, ox in _taps(w, wo, kw, strides[1], pads[1][0]):
-            y = y.at[:, oy, ox, :].add(jnp.einsum("nhwc,co->nhwo", x[:, iy, ix, :], k[ty, tx], precision=precision))
+    for ty, tx, xw, yw in _tap_windows(x.shape, k.shape, (ho, wo), strides, pads):
+        y = y.at[yw].add(jnp.einsum("nhwc,co->nhwo", x[xw], k[ty, tx], precision=precision))
     return y
 
 
