@@ -6,9 +6,9 @@ interleaved in one process:
     python -m benchmarks.conv_paths [--reps 5]
 
 Plain ``lax.conv_general_dilated`` and its autodiff in both JAX columns (the
-formulation choices of ``models.layers`` are timed by ``benchmarks.run --suite=profile``).
-Shows where XLA:CPU's convs lose to oneDNN and what the options buy (docs/PERFORMANCE.md,
-item 8).
+formulation choices of ``models.conv_formulations`` are timed by ``benchmarks.run
+--suite=profile``). Shows where XLA:CPU's convs lose to oneDNN and what the options
+buy (docs/PERFORMANCE.md, item 8).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from jax import lax
 
 from benchmarks import common
 from rsc_jax import backend
-from rsc_jax.models import layers
+from rsc_jax.models import conv_formulations
 
 SHAPES = ((32, 3, 64), (16, 64, 128), (8, 128, 256), (8, 256, 256), (4, 256, 512), (4, 512, 512))
 
 
 def lax_conv(x, k):
     """VGG-11's 3x3 SAME stride-1 conv, lax's own (no formulation choice, lax's autodiff)."""
-    return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=layers.NHWC_HWIO)
+    return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=conv_formulations.NHWC_HWIO)
 
 
 def _jax_pieces(jit, x, k, g) -> dict:

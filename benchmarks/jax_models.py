@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rsc_jax import backend, export, train
+from rsc_jax import backend, train
+from rsc_jax import classifier as rsc_classifier   # `classifier` below is this module's builder
 
 CIFAR = {"name": "bench32", "num_classes": 10, "image_shape": [32, 32, 3],
          "mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.243, 0.261]}
@@ -18,16 +19,16 @@ DIGITS = {"name": "bench_digits", "num_classes": 10, "image_shape": [8, 8, 1], "
 
 def classifier(name: str = "vgg11", *, spiking: bool = True, T: int = 4, remat: bool = False,
                dataset: dict = CIFAR, method: str = "rsc2", sigma: float = 0.2,
-               dtype: str = "float32", seed: int = 0, **neuron: Any) -> export.Classifier:
-    cfg = export.classifier_config(
+               dtype: str = "float32", seed: int = 0, **neuron: Any) -> rsc_classifier.Classifier:
+    cfg = rsc_classifier.classifier_config(
         model={"name": name, "spiking": spiking, "overrides": {"remat": remat, "dtype": dtype, **neuron}},
         coding_cfg={"method": method if spiking else "direct", "sigma": sigma if spiking else 0.0,
                     "T": T if spiking else 1},
         dataset=dataset)
-    return export.Classifier(cfg, export.init_variables(cfg, jax.random.key(seed)))
+    return rsc_classifier.Classifier(cfg, rsc_classifier.init_variables(cfg, jax.random.key(seed)))
 
 
-def batch(clf: export.Classifier, B: int, seed: int = 0) -> dict[str, jax.Array]:
+def batch(clf: rsc_classifier.Classifier, B: int, seed: int = 0) -> dict[str, jax.Array]:
     shape = tuple(clf.config["dataset"]["image_shape"])
     rng = np.random.default_rng(seed)
     return {"image": jnp.asarray(rng.random((B, *shape), np.float32)),
@@ -35,7 +36,7 @@ def batch(clf: export.Classifier, B: int, seed: int = 0) -> dict[str, jax.Array]
             "index": jnp.arange(B, dtype=jnp.int32)}
 
 
-def train_step(clf: export.Classifier, *, xla_defaults: bool = False) -> tuple[Callable, dict]:
+def train_step(clf: rsc_classifier.Classifier, *, xla_defaults: bool = False) -> tuple[Callable, dict]:
     """(jitted step, initial state): SGD momentum 0.9, the package's make_train_step.
 
     ``xla_defaults``: the same step compiled by plain ``jax.jit``, without the package's
@@ -58,13 +59,13 @@ def runner(step: Callable, state: dict, b: dict) -> Callable[[], None]:
     return run
 
 
-def temp_bytes(clf: export.Classifier, B: int) -> int:
+def temp_bytes(clf: rsc_classifier.Classifier, B: int) -> int:
     step, state = train_step(clf)
     b = batch(clf, B)
     return int(step.lower(state, b).compile().memory_analysis().temp_size_in_bytes)
 
 
-def inference(clf: export.Classifier, B: int, *, xla_defaults: bool = False) -> Callable[[], None]:
+def inference(clf: rsc_classifier.Classifier, B: int, *, xla_defaults: bool = False) -> Callable[[], None]:
     """One blocking forward pass, jitted as evaluation and certification do
     (``rsc_jax.backend.jit``); ``xla_defaults``: by plain ``jax.jit`` instead."""
     f = (jax.jit if xla_defaults else backend.jit)(lambda k, x: clf.logits(k, x))

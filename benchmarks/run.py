@@ -35,21 +35,21 @@ def row(name: str, value: str, target: str = "") -> None:
 
 def suite_profile(a) -> dict:
     """Per-layer forward+backward of each VGG-11 conv, lax's direct conv compiled with
-    XLA's defaults vs layers.conv's choice compiled with the package's options
+    XLA's defaults vs the models' conv (conv_formulations) compiled with the package's options
     (rsc_jax.backend), and the LIF scan (unroll 1) vs the unrolled one, at batch 32*T
     (T = 4)."""
     from jax import lax
     from benchmarks.conv_paths import lax_conv as direct
     from rsc_jax import neurons
-    from rsc_jax.models import layers
+    from rsc_jax.models import conv_formulations as cf
     N = 32 * 4
     shapes = [(32, 3, 64), (16, 64, 128), (8, 128, 256), (8, 256, 256), (4, 256, 512), (4, 512, 512),
               (2, 512, 512), (2, 512, 512)]
     out = {"conv": [], "lif": []}
 
     def chosen(x, k):
-        dn = lax.conv_dimension_numbers(x.shape, k.shape, layers.NHWC_HWIO)
-        return layers.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dn)
+        dn = lax.conv_dimension_numbers(x.shape, k.shape, cf.NHWC_HWIO)
+        return cf.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dn)
     seen = set()
     for i, (s, ci, co) in enumerate(shapes):
         if (s, ci, co) in seen:
@@ -157,24 +157,24 @@ def suite_memory(a) -> dict:
 # --------------------------------------------------------------------------- attack
 
 def _attack_case(a, name, clf, B, k, K, *, unrolled: bool = True) -> dict:
-    from rsc_jax import attacks
+    from rsc_jax import attacks, judging
     b = jm.batch(clf, B)
     x, y = b["image"], b["label"]
     fn = clf.logits
     # Unrolled, loop and default forms side by side; the default (unroll=None) unrolls
-    # everything on the CPU up to attacks.AUTO_UNROLL_MAX gradients, else loops over the
+    # everything on the CPU up to backend.AUTO_UNROLL_MAX gradients, else loops over the
     # steps with the draws unrolled (K <= AUTO_UNROLL_MAX). Long attacks skip the fully
     # unrolled form (what the default avoids: k*K-fold compile time). The target is shown
     # on the row of the form the default runs.
     forms = {"pgd": True, "pgd_loop": False} if unrolled else {"pgd_loop": False}
-    if attacks.should_unroll(None, k * K):
+    if backend.should_unroll(None, k * K):
         default = "unrolled"
-    elif attacks.should_unroll(None, K):
+    elif backend.should_unroll(None, K):
         default = "steps loop, draws unrolled"
         forms["pgd_default"] = None
     else:
         default = "loops"
-    keys = attacks.per_example_keys(jax.random.key(0), B)
+    keys = judging.per_example_keys(jax.random.key(0), B)
     fb = backend.jit(lambda keys, x, y: attacks.loss_grad(fn, keys, x, y))
     fns = {}
     for form, unroll in forms.items():

@@ -22,6 +22,6 @@ from rsc_jax import config
 
 def get_config():
     c = config.from_file("cifar10_vgg11")
-    c.distill.enabled = True          # alpha 1, tau_kd 4, beta 1, init from teacher: distill.default_config()
+    c.distill.enabled = True          # alpha 1, tau_kd 4, beta 1, init from teacher: config.distill()
     c.distill.teacher_epochs = -1   # the teacher trains as long as the plain student would
     return c

@@ -25,6 +25,6 @@ from rsc_jax import config
 
 def get_config():
     c = config.from_file("imagenet_sewresnet34")
-    c.distill.enabled = True          # alpha 1, tau_kd 4, beta 1, init from teacher: distill.default_config()
+    c.distill.enabled = True          # alpha 1, tau_kd 4, beta 1, init from teacher: config.distill()
     c.distill.teacher_epochs = -1
     return c

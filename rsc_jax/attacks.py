@@ -23,31 +23,30 @@ Attacks (threat model of SPEC §4: l_inf, eps = 8/255, inputs in [0, 1]):
   per example the candidate that is strongest on the judging classifier.
 - ``square``: a gradient-free, query-based random search under l_inf after the Square
   Attack (Andriushchenko et al., ECCV 2020).
-- ``judge``/``accuracy``: classify on fresh draws; single-draw and M-draw-averaged
-  correctness.
+Judging on fresh draws (``judge``, ``accuracy``) and the per-example keys live in
+``judging.py``.
 
 Keys: ``key`` may be a single PRNG key (typed ``jax.random.key`` or raw ``PRNGKey``) or a
 batch of ``[B]`` per-example keys. A single key is expanded to
 ``parallel.example_keys(key, arange(B))`` (then the noise of row b depends on its
-position b in the batch); ``example_keys(seed, indices)`` builds batch-independent keys from
-global example indices. Within an attack, example b's key k is split into streams with
+position b in the batch); ``judging.example_keys(seed, indices)`` builds batch-independent
+keys from global example indices. Within an attack, example b's key k is split into streams with
 ``fold_in``: random start ``fold_in(k, 0)``, gradient draws ``fold_in(fold_in(fold_in(k, 1), i), j)``
-for step i and EOT draw j. ``judge`` uses draws ``fold_in(k, d)``: judge with a key
-stream different from the attack's (the runner in ``robustness.py`` does).
+for step i and EOT draw j. ``judging.judge`` uses draws ``fold_in(k, d)``: judge with a
+key stream different from the attack's (``evaluators/robustness.py`` does).
 
 Loops: PGD steps and EOT draws run in ``lax.fori_loop``/``lax.scan``, except on the CPU
-for small counts, where the unrolled program is faster: each while-loop iteration costs
-XLA:CPU about a millisecond of its own, 15-25 % of a digits-convnet gradient
-(``python -m benchmarks.run --suite=attack``). ``unroll=None`` (the default) decides per
-loop, on the CPU only: the K EOT draws are unrolled when ``eot <= AUTO_UNROLL_MAX``, the
-PGD steps too when ``steps * eot <= AUTO_UNROLL_MAX`` (ours: 16, bounding the compile
-time, which grows with the number of gradient copies), so a long attack with a few draws
-loops over its steps with the draws unrolled in its body. Unrolled draws still run one
-after the other, so the memory stays that of one draw (``eot_grad``). ``True``/``False``
-unroll/roll both loops. Every form computes the same iterates, and since the models'
-convolutions keep HWIO kernels in their input gradients (``models.layers._direct_conv``)
-the loops cost about one forward+backward per gradient on XLA:CPU too (before, its while
-bodies ran those convs ~2.3x slower).
+for small counts, where the unrolled program is faster: each XLA:CPU while-loop
+iteration has a fixed cost of its own. ``unroll=None`` (the default) decides per loop
+with ``backend.should_unroll``, on the CPU only: the K EOT draws are unrolled when
+``eot <= backend.AUTO_UNROLL_MAX``, the PGD steps too when ``steps * eot <=
+AUTO_UNROLL_MAX`` (bounding the compile time, which grows with the number of gradient
+copies), so a long attack with a few draws loops over its steps with the draws unrolled
+in its body. Unrolled draws still run one after the other, so the memory stays that of
+one draw (``eot_grad``). ``True``/``False`` unroll/roll both loops. Every form computes
+the same iterates, and since the models' convolutions keep HWIO kernels in their input
+gradients (``models.conv_formulations``, their default conv) the loops cost about one
+forward+backward per gradient on XLA:CPU too (see docs/PERFORMANCE.md items 4, 6 and 9).
 """
 
 from __future__ import annotations
@@ -57,106 +56,37 @@ from typing import Any, Callable, Mapping
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from rsc_jax import parallel
+from rsc_jax import backend, judging, parallel, validation
+from rsc_jax.judging import fold as _fold
+from rsc_jax.judging import judge, per_example_keys
 
 Array = jax.Array
-LogitsFn = Callable[[Array, Array], Array]
+LogitsFn = judging.LogitsFn
 
 NORMS: tuple[str, ...] = ("linf", "l2")
 
 # Per-example key streams (fold_in constants) inside an attack.
 _START, _GRAD, _SQUARE_INIT = 0, 1, 2
 _TINY = 1e-12
-AUTO_UNROLL_MAX = 16
-
-
-def should_unroll(unroll: bool | None, iterations: int) -> bool:
-    """``unroll`` if given; else True on the CPU backend for ``iterations <= AUTO_UNROLL_MAX``."""
-    if unroll is not None:
-        return bool(unroll)
-    return jax.default_backend() == "cpu" and iterations <= AUTO_UNROLL_MAX
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def _concrete(v: Any) -> bool:
-    return not isinstance(v, jax.core.Tracer)
-
-
 def _check_eps(eps: Any, name: str = "eps") -> None:
-    if _concrete(eps):
-        e = np.asarray(eps, dtype=np.float64)
-        if e.shape != () or not np.isfinite(e) or e < 0:
-            raise ValueError(f"{name}={eps!r} is not allowed; {name} must be a finite scalar >= 0")
+    validation.check_number(name, eps, low=0.0, traced_ok=True)
 
 
-def _check_positive(v: Any, name: str) -> None:
-    if _concrete(v):
-        a = np.asarray(v, dtype=np.float64)
-        if a.shape != () or not np.isfinite(a) or a <= 0:
-            raise ValueError(f"{name}={v!r} is not allowed; {name} must be a finite scalar > 0")
-
-
-def _check_int(v: Any, name: str, minimum: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise ValueError(f"{name}={v!r} is not allowed; {name} must be a Python int >= {minimum}")
-
-
-def _check_norm(norm: Any) -> None:
-    if norm not in NORMS:
-        raise ValueError(f"norm={norm!r} is not known; allowed: {list(NORMS)}")
-
-
-def _check_xy(x: Array, y: Array) -> None:
-    chex.assert_rank(y, 1)
-    if x.ndim < 2:
-        raise ValueError(f"x must be a batch [B, ...] of images; got shape {x.shape}")
-    chex.assert_equal_shape_prefix((x, y), 1)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x has dtype {x.dtype}; attacks expect float images in [0, 1]")
-    if isinstance(x, np.ndarray) and x.size and not (np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= 1):
-        # host arrays only: traced/device inputs are not inspected (robustness.run checks its inputs)
-        raise ValueError(f"x has values in [{x.min()}, {x.max()}]; attacks expect images in [0, 1]")
-
-
-# --------------------------------------------------------------------------- keys
-
-
-def _is_typed_key(key: Array) -> bool:
-    return jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-
-
-def per_example_keys(key: Array, batch: int) -> Array:
-    """Returns ``[batch]`` per-example keys from a single key or a batch of keys.
-
-    A batch of keys (typed ``[B]`` or raw ``[B, 2]``) is returned as is (its length
-    must equal ``batch``); a single key k gives ``parallel.example_keys(k, arange(B))``.
-    """
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    single = key.ndim == 0 if _is_typed_key(key) else key.ndim == 1
-    if single:
-        return parallel.example_keys(key, jnp.arange(batch))
-    if key.shape[0] != batch:
-        raise ValueError(f"key has {key.shape[0]} per-example keys but the batch has {batch} examples")
-    return key
-
-
-def example_keys(seed: int | Array, indices: Array, *, stream: int = 0) -> Array:
-    """``[B]`` keys for global example ``indices``: ``fold_in(fold_in(key(seed), stream), i)``.
-
-    Use one ``stream`` for crafting and another for judging; the keys depend only on
-    (seed, stream, global index), never on the batch an example is in.
-    """
-    base = jax.random.fold_in(jax.random.key(seed), stream)
-    return parallel.example_keys(base, indices)
-
-
-def _fold(keys: Array, data: int | Array) -> Array:
-    return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)
+def _setup(key: Array, x: Array, y: Array, eps: Any, norm: str, eot: int) -> tuple[Array, Array, Array]:
+    """Checks the arguments every gradient attack shares; returns (per-example keys,
+    float32 images, float32 eps)."""
+    _check_eps(eps)
+    validation.check_choice("norm", norm, NORMS)
+    validation.check_int("eot", eot, 1)
+    judging.check_xy(x, y)
+    return per_example_keys(key, x.shape[0]), x.astype(jnp.float32), jnp.asarray(eps, jnp.float32)
 
 
 # --------------------------------------------------------------------------- gradients
@@ -193,12 +123,12 @@ def eot_grad(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, eot: int =
     Args:
       keys: ``[B]`` per-example keys; draw j of example b uses ``fold_in(keys[b], j)``.
       x: ``[B, ...]``; y: ``[B]``; eot: K >= 1 (static).
-      unroll: unroll the K draws (None: ``should_unroll(None, eot)``, see module docstring).
+      unroll: unroll the K draws (None: ``backend.should_unroll(None, eot)``, see module docstring).
 
     Returns:
       ``[B, ...]`` float32 gradients.
     """
-    _check_int(eot, "eot", 1)
+    validation.check_int("eot", eot, 1)
     chex.assert_equal_shape_prefix((keys, x, y), 1)
 
     if eot == 1:
@@ -215,7 +145,7 @@ def eot_grad(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, eot: int =
         return acc + loss_grad(logits_fn, _fold(keys, j), xj, y).astype(acc.dtype), None
 
     total, _ = jax.lax.scan(body, jnp.zeros(x.shape, jnp.float32), jnp.arange(eot),
-                            unroll=should_unroll(unroll, eot))
+                            unroll=backend.should_unroll(unroll, eot))
     return total / eot
 
 
@@ -232,7 +162,7 @@ def project(delta: Array, eps: float | Array, norm: str) -> Array:
 
     linf: clip(delta, -eps, eps); l2: delta * min(1, eps / |delta|_2) per example.
     """
-    _check_norm(norm)
+    validation.check_choice("norm", norm, NORMS)
     if norm == "linf":
         return jnp.clip(delta, -eps, eps)
     n = _batch_norm_l2(delta)
@@ -287,21 +217,15 @@ def pgd(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Arr
       common_random_numbers: use the same K draws at every step (fixed noise, a
         deterministic objective) instead of fresh draws per step (default, ours).
       unroll: True/False unroll/roll the steps and the draws; None (default) decides
-        per loop: draws as ``should_unroll(None, eot)``, steps as
-        ``should_unroll(None, steps * eot)`` (module docstring). Same iterates either way.
+        per loop: draws as ``backend.should_unroll(None, eot)``, steps as
+        ``backend.should_unroll(None, steps * eot)`` (module docstring). Same iterates either way.
 
     Returns:
       ``[B, ...]`` adversarial images, dtype of x, in [0, 1] and within eps of x.
     """
-    _check_eps(eps)
-    _check_positive(step_size, "step_size")
-    _check_int(steps, "steps", 1)
-    _check_norm(norm)
-    _check_int(eot, "eot", 1)
-    _check_xy(x, y)
-    keys = per_example_keys(key, x.shape[0])
-    x32 = x.astype(jnp.float32)
-    eps = jnp.asarray(eps, jnp.float32)
+    validation.check_number("step_size", step_size, low=0.0, low_open=True, traced_ok=True)
+    validation.check_int("steps", steps, 1)
+    keys, x32, eps = _setup(key, x, y, eps, norm, eot)
     step_size = jnp.asarray(step_size, jnp.float32)
     if random_start:
         x_adv = jnp.clip(x32 + _random_start(_fold(keys, _START), x32, eps, norm), 0.0, 1.0)
@@ -315,7 +239,7 @@ def pgd(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Arr
         xa = xa + step_size * _step_direction(g, norm)
         return jnp.clip(x32 + project(xa - x32, eps, norm), 0.0, 1.0)
 
-    x_adv = jax.lax.fori_loop(0, steps, body, x_adv, unroll=should_unroll(unroll, steps * eot))
+    x_adv = jax.lax.fori_loop(0, steps, body, x_adv, unroll=backend.should_unroll(unroll, steps * eot))
     chex.assert_equal_shape((x_adv, x))
     return x_adv.astype(x.dtype)
 
@@ -330,74 +254,10 @@ def fgsm(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Ar
 
     Args and returns: as ``pgd``; ``[B, ...]`` adversarial images.
     """
-    _check_eps(eps)
-    _check_norm(norm)
-    _check_int(eot, "eot", 1)
-    _check_xy(x, y)
-    keys = per_example_keys(key, x.shape[0])
-    x32 = x.astype(jnp.float32)
-    eps = jnp.asarray(eps, jnp.float32)
+    keys, x32, eps = _setup(key, x, y, eps, norm, eot)
     g = eot_grad(logits_fn, _fold(_fold(keys, _GRAD), 0), x32, y, eot=eot)
     x_adv = jnp.clip(x32 + project(eps * _step_direction(g, norm), eps, norm), 0.0, 1.0)
     return x_adv.astype(x.dtype)
-
-
-# --------------------------------------------------------------------------- judging
-
-
-def _mean_logits(logits_fn: LogitsFn, keys: Array, x: Array, draws: int) -> tuple[Array, Array]:
-    """Returns (mean logits over draws [B, C], per-draw logits [draws, B, C])."""
-    pe = parallel.per_example(logits_fn)
-    if draws == 1:
-        per_draw = pe(_fold(keys, 0), x).astype(jnp.float32)[None]
-    else:
-        per_draw = jax.lax.map(lambda d: pe(_fold(keys, d), x).astype(jnp.float32), jnp.arange(draws))
-    return per_draw.mean(0), per_draw
-
-
-def margin(logits: Array, y: Array) -> Array:
-    """Margin z_y - max_{j != y} z_j per example (``[B, C], [B] -> [B]``); < 0 means wrong."""
-    chex.assert_rank(logits, 2)
-    z_y = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
-    other = jnp.where(jax.nn.one_hot(y, logits.shape[1], dtype=bool), -jnp.inf, logits)
-    return z_y - other.max(axis=1)
-
-
-def judge(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, draws: int = 1) -> dict[str, Array]:
-    """Classifies every example on M fresh coding draws, per example.
-
-    Draw d of example b uses ``fold_in(keys[b], d)``.
-
-    Returns a dict of ``[B]`` arrays:
-      ``correct_single``: fraction of the M single-draw predictions that are correct
-        (its mean over examples estimates the single-draw accuracy);
-      ``correct_first``: correctness of draw 0 alone (0/1);
-      ``correct_avg``: correctness of the argmax of the logits averaged over M draws (0/1);
-      ``loss``: cross-entropy of the averaged logits; ``margin``: their margin.
-    """
-    _check_int(draws, "draws", 1)
-    _check_xy(x, y)
-    keys = per_example_keys(key, x.shape[0])
-    mean, per_draw = _mean_logits(logits_fn, keys, x, draws)
-    ok = (per_draw.argmax(-1) == y[None]).astype(jnp.float32)
-    out = {
-        "correct_single": ok.mean(0),
-        "correct_first": ok[0],
-        "correct_avg": (mean.argmax(-1) == y).astype(jnp.float32),
-        "loss": optax.softmax_cross_entropy_with_integer_labels(mean, y),
-        "margin": margin(mean, y),
-    }
-    for v in out.values():
-        chex.assert_shape(v, (x.shape[0],))
-    return out
-
-
-def accuracy(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, draws: int = 1) -> dict[str, Array]:
-    """Batch means of ``judge``: ``single`` (single-draw accuracy, averaged over M draws),
-    ``first`` (draw 0 only), ``avg`` (accuracy of M-draw averaged logits), scalars."""
-    j = judge(logits_fn, key, x, y, draws=draws)
-    return {"single": j["correct_single"].mean(), "first": j["correct_first"].mean(),
-            "avg": j["correct_avg"].mean()}
 
 
 # --------------------------------------------------------------------------- ensemble
@@ -431,6 +291,18 @@ def select_strongest(candidates: Array, judge_fn: LogitsFn, key: Array, y: Array
     return chosen, choice
 
 
+def ensemble_candidates(attack_fns: Mapping[str, LogitsFn], key: Array, x: Array, y: Array, *,
+                        attack: Callable[..., Array] | None = None, **attack_kwargs: Any) -> Array:
+    """``attack`` (default ``pgd``, with ``attack_kwargs``) through every logits_fn of
+    ``attack_fns``, with the same per-example keys: ``[N, B, ...]`` candidates in the
+    mapping's order."""
+    if not attack_fns:
+        raise ValueError("attack_fns={} is not allowed; give at least one named logits_fn")
+    attack = pgd if attack is None else attack
+    keys = per_example_keys(key, x.shape[0])
+    return jnp.stack([attack(fn, keys, x, y, **attack_kwargs) for fn in attack_fns.values()])
+
+
 def ensemble_attack(attack_fns: Mapping[str, LogitsFn], judge_fn: LogitsFn, key: Array, x: Array,
                     y: Array, *, attack: Callable[..., Array] | None = None, select_key: Array | None = None,
                     select_draws: int = 10, **attack_kwargs: Any) -> tuple[Array, Array]:
@@ -439,20 +311,17 @@ def ensemble_attack(attack_fns: Mapping[str, LogitsFn], judge_fn: LogitsFn, key:
     Each ``attack_fns[name]`` is a logits_fn that computes the same function as
     ``judge_fn`` with a different backward pass (surrogate gradient, its sharpness, or
     BPTR, Ding et al., IJCAI 2022); ``attack`` (default ``pgd``, with ``attack_kwargs``)
-    is run through each with the same per-example keys, then ``select_strongest``
-    picks per example on ``judge_fn`` with fresh draws from ``select_key`` (default:
-    ``fold_in(keys[b], 3)``; use a key different from the final judging key, since the
-    selection is optimistic for the attacker on its own draws).
+    is run through each with the same per-example keys (``ensemble_candidates``), then
+    ``select_strongest`` picks per example on ``judge_fn`` with fresh draws from
+    ``select_key`` (default: ``fold_in(keys[b], 3)``; use a key different from the final
+    judging key, since the selection is optimistic for the attacker on its own draws).
 
     Returns:
       (``[B, ...]`` adversarial images, ``[B]`` index into ``sorted(attack_fns)``).
     """
-    if not attack_fns:
-        raise ValueError("attack_fns={} is not allowed; give at least one named logits_fn")
-    attack = pgd if attack is None else attack
     keys = per_example_keys(key, x.shape[0])
-    cands = jnp.stack([attack(attack_fns[name], keys, x, y, **attack_kwargs)
-                       for name in sorted(attack_fns)])
+    cands = ensemble_candidates({n: attack_fns[n] for n in sorted(attack_fns)}, keys, x, y, attack=attack,
+                                **attack_kwargs)
     sel = _fold(keys, 3) if select_key is None else per_example_keys(select_key, x.shape[0])
     return select_strongest(cands, judge_fn, sel, y, draws=select_draws)
 
@@ -491,12 +360,10 @@ def square(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | 
       ``[B, H, W, C]`` adversarial images in [0, 1], within eps of x.
     """
     _check_eps(eps)
-    _check_int(queries, "queries", 1)
-    _check_int(draws, "draws", 1)
-    _check_positive(p_init, "p_init")
-    if _concrete(p_init) and p_init > 1:
-        raise ValueError(f"p_init={p_init!r} is not allowed; 0 < p_init <= 1")
-    _check_xy(x, y)
+    validation.check_int("queries", queries, 1)
+    validation.check_int("draws", draws, 1)
+    validation.check_number("p_init", p_init, low=0.0, high=1.0, low_open=True, traced_ok=True)
+    judging.check_xy(x, y)
     chex.assert_rank(x, 4)
     b, h, w, c = x.shape
     keys = per_example_keys(key, b)
@@ -526,8 +393,8 @@ def square(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | 
         d_new = jax.vmap(proposal, in_axes=(0, 0, None))(kp, d, s)
         # Current and proposal on the same draws, in one (vmapped) classifier call.
         pair = jnp.clip(x32[None] + jnp.stack([d, d_new]), 0.0, 1.0)
-        z = jax.vmap(lambda xx: _mean_logits(logits_fn, kd, xx, draws)[0])(pair)
-        m_cur, m_new = margin(z[0], y), margin(z[1], y)
+        z = jax.vmap(lambda xx: judging.mean_logits(logits_fn, kd, xx, draws)[0])(pair)
+        m_cur, m_new = judging.margin(z[0], y), judging.margin(z[1], y)
         better = (m_new < m_cur).reshape((b, 1, 1, 1))
         return jnp.where(better, d_new, d)
 
@@ -535,7 +402,6 @@ def square(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | 
     return jnp.clip(x32 + delta, 0.0, 1.0).astype(x.dtype)
 
 
-__all__ = ["NORMS", "LogitsFn", "per_example_keys", "example_keys", "loss_grad", "eot_grad",
-           "project", "pgd", "fgsm", "margin", "judge", "accuracy", "select_strongest",
-           "ensemble_attack", "square"]
+__all__ = ["NORMS", "LogitsFn", "loss_grad", "eot_grad", "project", "pgd", "fgsm", "select_strongest",
+           "ensemble_candidates", "ensemble_attack", "square"]
 

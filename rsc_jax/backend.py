@@ -1,16 +1,14 @@
-"""How the package's jitted functions are compiled: ``jit`` with per-backend XLA options.
+"""The package's backend-specific decisions, all in one place: how its jitted functions
+are compiled (``jit`` with per-backend XLA options), and the other choices that differ
+on the CPU (``on_cpu``: ``should_unroll``, ``widen_residual_in_cond``).
 
 On XLA:CPU (jaxlib 0.10.2) convolutions are rewritten into YNNPACK fusions by default.
 For the convolutions of the CIFAR-scale models here, XLA's other CPU conv path (Eigen's)
 is faster, above all for the kernel gradients (a conv contracting over the batch with
-the whole feature map as its window): per layer of VGG-11 at batch 128, kernel gradient
-16x16 64->128 0.070 -> 0.032 s and 8x8 256->256 0.095 -> 0.050 s, forward 16x16
-0.046 -> 0.024 s; spiking VGG-11 training step 22-40 % faster (T = 4 and 8), its
-inference 6-8 %, ResNet-19's step 15 %, PGD loops 10 % (measured side by side;
-docs/PERFORMANCE.md, item 8). ``CPU_COMPILER_OPTIONS`` therefore takes
+the whole feature map as its window). ``CPU_COMPILER_OPTIONS`` therefore takes
 ``INDIVIDUAL_CONVOLUTION`` out of the YNNPACK fusion types; dots and reductions stay
 YNNPACK's. The one loss measured: the digits convnet's first conv (one input channel,
-8x8) is faster on YNNPACK, so its certification is ~13 % slower (seconds per run).
+8x8) is faster on YNNPACK. Figures: docs/PERFORMANCE.md item 8.
 
 The options go to each compilation (``jax.jit(..., compiler_options=...)``), not to
 the process (``XLA_FLAGS``), so importing the package changes nothing for other code,
@@ -83,3 +81,30 @@ def jit(fun: Callable | None = None, **kw: Any) -> Any:
     if fun is None:
         return functools.partial(jit, **kw)
     return _Jitted(fun, kw)
+
+
+def on_cpu() -> bool:
+    """Whether the default backend (where computations run and are traced for) is the CPU."""
+    return jax.default_backend() == "cpu"
+
+
+# Attack loops (PGD steps, EOT draws) unroll on the CPU up to this many gradients: each
+# XLA:CPU while-loop iteration has a fixed cost of its own, and the compile time grows
+# with the number of unrolled gradient copies (docs/PERFORMANCE.md items 4 and 9).
+AUTO_UNROLL_MAX = 16
+
+
+def should_unroll(unroll: bool | None, iterations: int) -> bool:
+    """``unroll`` if given; else True on the CPU backend for ``iterations <= AUTO_UNROLL_MAX``."""
+    if unroll is not None:
+        return bool(unroll)
+    return on_cpu() and iterations <= AUTO_UNROLL_MAX
+
+
+def widen_residual_in_cond() -> bool:
+    """Whether a custom VJP widens its narrowed residual (the one-byte spike input of
+    ``models.lean.conv_spike_residual``) inside a ``lax.cond`` on the cotangent, which
+    keeps XLA:CPU from fusing the narrowing into the backward pass (and so keeping the
+    wide input alive). On the CPU only: elsewhere a conditional may cost a device-to-host
+    sync per conv, and GPU/TPU schedulers are memory-aware without it."""
+    return on_cpu()

@@ -14,48 +14,123 @@ replaces that noise by Gaussian noise of tunable level sigma:
 Gaussian codings are not clamped to [0, 1] (SPEC §1): the noise lives in pixel space
 and the dataset normalisation is a layer of the model, after the coding.
 
-This module imports nothing else from the package.
+Each coding is one entry of ``CODINGS`` (``Coding``): how it draws, its moments and its
+certificate; the rest of the package asks the registry instead of naming methods.
+This module imports only ``validation`` from the package.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import math
+from typing import Any, Callable
 
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-METHODS: tuple[str, ...] = ("direct", "poisson", "rsc1", "rsc2")
-GAUSSIAN_METHODS: tuple[str, ...] = ("rsc1", "rsc2")
+from rsc_jax import validation
 
 Array = jax.Array
 
 
+# --------------------------------------------------------------------------- the codings
+
+
+def _direct(key: Array, steps: Array, sigma: Any) -> Array:
+    del key, sigma
+    return steps
+
+
+def _poisson(key: Array, steps: Array, sigma: Any) -> Array:
+    del sigma
+    # Bernoulli(p) needs p in [0, 1]; out-of-range pixels fire always or never.
+    spikes = jax.random.bernoulli(key, jnp.clip(steps, 0.0, 1.0)).astype(steps.dtype)
+    return _straight_through(steps, spikes)
+
+
+def _rsc1(key: Array, steps: Array, sigma: Any) -> Array:
+    eps = jax.random.normal(key, steps.shape[1:], steps.dtype)
+    return steps + jnp.asarray(sigma, steps.dtype) * eps[None]
+
+
+def _rsc2(key: Array, steps: Array, sigma: Any) -> Array:
+    eps = jax.random.normal(key, steps.shape, steps.dtype)
+    return steps + jnp.asarray(sigma, steps.dtype) * eps
+
+
+@dataclasses.dataclass(frozen=True)
+class Coding:
+    """What the package knows of one coding.
+
+    Attributes:
+      name: the ``method`` string.
+      label: the paper's name.
+      gaussian: draws Gaussian noise of level sigma (then sigma must be > 0).
+      draw: ``(key, steps [T, ...], sigma) -> [T, ...]``, the noisy sequence.
+      step_var: ``(x, sigma^2 as an array like x) -> Var(s_t)``.
+      cross_cov: ``(x, sigma^2) -> Cov(s_t, s_t')`` for t != t'.
+      radius_divisor: ``T -> d(T)`` of the certified l2 radius
+        ``R = sigma Phi^-1(p_A) / d(T)`` (``certify.py`` derives it), or None.
+      radius_formula: that radius as text, for reports.
+      no_certificate: why randomized smoothing certifies nothing, where it does not.
+    """
+    name: str
+    label: str
+    gaussian: bool
+    draw: Callable[[Array, Array, Any], Array]
+    step_var: Callable[[Array, Array], Array]
+    cross_cov: Callable[[Array, Array], Array]
+    radius_divisor: Callable[[int], float] | None = None
+    radius_formula: str | None = None
+    no_certificate: str | None = None
+
+
+def _zeros(x: Array, s2: Array) -> Array:
+    return jnp.zeros_like(x)
+
+
+def _sigma2(x: Array, s2: Array) -> Array:
+    return s2
+
+
+CODINGS: dict[str, Coding] = {c.name: c for c in (
+    Coding("direct", "direct", False, _direct, _zeros, _zeros,
+           no_certificate="direct coding adds no noise, so the smoothed classifier is the deterministic "
+                          "base network and sampling certifies nothing"),
+    Coding("poisson", "Poisson (rate)", False, _poisson, lambda x, s2: x * (1 - x), _zeros,
+           no_certificate="Poisson coding draws s_t ~ Bernoulli(x): its noise is discrete, bounded and "
+                          "its law depends on x, so it is not a Gaussian translation family and "
+                          "randomized smoothing gives no l2 certificate for it"),
+    Coding("rsc1", "RSC-I", True, _rsc1, _sigma2, _sigma2,
+           radius_divisor=lambda T: 1.0, radius_formula="sigma * Phi^-1(p_A)"),
+    Coding("rsc2", "RSC-II", True, _rsc2, _sigma2, _zeros,
+           radius_divisor=math.sqrt, radius_formula="sigma * Phi^-1(p_A) / sqrt(T)"),
+)}
+METHODS: tuple[str, ...] = tuple(CODINGS)
+GAUSSIAN_METHODS: tuple[str, ...] = tuple(n for n, c in CODINGS.items() if c.gaussian)
+CERTIFIABLE_METHODS: tuple[str, ...] = tuple(n for n, c in CODINGS.items() if c.radius_divisor is not None)
+
+
+def get(method: str, name: str = "coding method") -> Coding:
+    """The registry entry of ``method``; ``ValueError`` naming ``name`` if unknown."""
+    validation.check_choice(name, method, METHODS)
+    return CODINGS[method]
+
+
 def check_method(method: str) -> None:
     """Raises ``ValueError`` unless ``method`` is one of ``METHODS``."""
-    if method not in METHODS:
-        raise ValueError(f"coding method={method!r} is not known; allowed: {list(METHODS)}")
+    get(method)
 
 
-def check_sigma(sigma: Any) -> None:
-    """Raises ``ValueError`` for a negative or non-finite concrete sigma.
-
-    A traced sigma (under ``jit`` with sigma as an argument) cannot be inspected and is
-    let through; validate configs before tracing.
-    """
-    if isinstance(sigma, jax.core.Tracer):
-        return
-    s = np.asarray(sigma)
-    if not np.all(np.isfinite(s)) or np.any(s < 0):
-        raise ValueError(f"coding sigma={sigma!r} is not allowed; sigma must be finite and >= 0")
+def check_sigma(sigma: Any, method: str, name: str = "coding sigma") -> None:
+    """One rule (``validation.check_sigma``): finite, > 0 for Gaussian codings, >= 0 for
+    the codings that ignore it. A traced sigma is let through."""
+    validation.check_sigma(name, sigma, gaussian=get(method).gaussian)
 
 
-def _check_images(x: Array, name: str = "x") -> None:
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        raise TypeError(
-            f"{name} has dtype {jnp.result_type(x)}; encode expects float images in [0, 1] "
-            "(convert uint8 images with x.astype(jnp.float32) / 255)")
+def check_T(T: Any, name: str = "coding T") -> None:
+    validation.check_int(name, T, 1)
 
 
 @jax.custom_jvp
@@ -80,7 +155,7 @@ def encode(key: Array, x: Array, *, method: str, T: int, sigma: float | Array = 
       x: float images in [0, 1], any shape (usually ``[B, H, W, C]``).
       method: one of ``METHODS``; static under ``jit``.
       T: number of time steps (>= 1); static under ``jit``.
-      sigma: Gaussian noise level for ``"rsc1"``/``"rsc2"`` (ignored otherwise).
+      sigma: Gaussian noise level for ``"rsc1"``/``"rsc2"``, > 0 (ignored otherwise).
 
     Returns:
       ``[T, *x.shape]`` array of the dtype of ``x``. Differentiable in ``x``: the
@@ -89,28 +164,14 @@ def encode(key: Array, x: Array, *, method: str, T: int, sigma: float | Array = 
 
     Raises:
       TypeError: integer images (e.g. uint8 0-255).
-      ValueError: unknown method, T < 1, negative sigma.
+      ValueError: unknown method, T < 1, sigma not finite (or <= 0 for a Gaussian coding).
     """
-    check_method(method)
-    if not isinstance(T, (int, np.integer)) or T < 1:
-        raise ValueError(f"coding T={T!r} is not allowed; T must be an int >= 1")
-    _check_images(x)
-    check_sigma(sigma)
+    coding = get(method)
+    check_T(T)
+    validation.check_float_dtype("x", x)
+    check_sigma(sigma, method)
     x = jnp.asarray(x)
-    steps = jnp.broadcast_to(x, (T, *x.shape))
-    if method == "direct":
-        out = steps
-    elif method == "poisson":
-        # Bernoulli(p) needs p in [0, 1]; out-of-range pixels fire always or never.
-        p = jnp.clip(steps, 0.0, 1.0)
-        spikes = jax.random.bernoulli(key, p).astype(x.dtype)
-        out = _straight_through(steps, spikes)
-    elif method == "rsc1":
-        eps = jax.random.normal(key, x.shape, x.dtype)
-        out = steps + jnp.asarray(sigma, x.dtype) * eps[None]
-    else:  # rsc2
-        eps = jax.random.normal(key, (T, *x.shape), x.dtype)
-        out = steps + jnp.asarray(sigma, x.dtype) * eps
+    out = coding.draw(key, jnp.broadcast_to(x, (T, *x.shape)), sigma)
     chex.assert_shape(out, (T, *x.shape))
     return out
 
@@ -155,21 +216,12 @@ def moments(x: Array, *, method: str, T: int, sigma: float = 0.0) -> dict[str, A
     The Poisson row assumes x in [0, 1]. Returns a dict of arrays shaped like ``x``
     with keys ``mean``, ``step_var``, ``cross_cov``, ``mean_var``.
     """
-    check_method(method)
-    check_sigma(sigma)
-    if not isinstance(T, (int, np.integer)) or T < 1:
-        raise ValueError(f"coding T={T!r} is not allowed; T must be an int >= 1")
+    coding = get(method)
+    check_sigma(sigma, method)
+    check_T(T)
     x = jnp.asarray(x, jnp.result_type(float))
-    zeros = jnp.zeros_like(x)
     s2 = jnp.full_like(x, float(sigma) ** 2)
-    if method == "direct":
-        step_var, cross = zeros, zeros
-    elif method == "poisson":
-        step_var, cross = x * (1 - x), zeros
-    elif method == "rsc1":
-        step_var, cross = s2, s2
-    else:
-        step_var, cross = s2, zeros
+    step_var, cross = coding.step_var(x, s2), coding.cross_cov(x, s2)
     # Var(mean) = (T var + T(T-1) cov) / T^2.
     mean_var = (step_var + (T - 1) * cross) / T
     return {"mean": x, "step_var": step_var, "cross_cov": cross, "mean_var": mean_var}

@@ -23,16 +23,17 @@ variables are a replicated *input* of the jitted, sharded training step (not con
 closed over), it runs frozen in inference mode (BN running statistics, no gradient),
 and it is evaluated in the same step as the student: no second pass over the data.
 
-Public API: ``default_config``, ``validate_config``, ``kl_divergence``, ``kd_loss``,
-``pre_activations``, ``pre_alignment_loss``, ``check_compatible``,
-``init_from_teacher``, ``distillation_loss``, ``teacher_config``,
+The loss terms are pure functions in ``losses`` (``cross_entropy``, ``kd_loss``,
+``pre_activations``, ``pre_alignment_loss``); this module orchestrates the teacher.
+
+The ``config.distill`` section is built by ``config.distill`` and checked by
+``config_checks.check_distill``. Public API: ``check_compatible``, ``init_from_teacher``, ``distillation_loss``, ``teacher_config``,
 ``resolve_teacher``, ``train_student``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from typing import Any, Callable, Mapping
@@ -42,9 +43,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from rsc_jax import data, export, train
+from rsc_jax import classifier, data, export, losses, report, train
+from rsc_jax.evaluators import clean
 
 Array = jax.Array
 PyTree = Any
@@ -54,168 +55,10 @@ DistillLossFn = Callable[[PyTree, PyTree, dict[str, Array], Array, PyTree],
 
 TEACHER_DIR = "teacher"          # WORKDIR/teacher: the teacher trained by --mode=all/train
 TEACHER_KEY_TAG = 7              # fold_in tag: the teacher's coding keys (direct coding ignores them)
-FIELDS = ("enabled", "teacher", "teacher_epochs", "ce", "alpha", "tau_kd", "beta", "init_from_teacher")
 
 
 class TeacherMismatchError(export.ExportError):
     """The teacher export does not fit the student (architecture, classes, layer names)."""
-
-
-# --------------------------------------------------------------------------- config
-
-def default_config() -> ml_collections.ConfigDict:
-    """The ``config.distill`` section (off unless ``enabled``; the ``*_erst`` configs turn it on).
-
-    Fields:
-      enabled: train the student with the E-RSCT loss instead of plain CE.
-      teacher: path of a teacher export; "" = train the ANN twin into WORKDIR/teacher
-        (resumed if present) and export it to WORKDIR/teacher/export.
-      teacher_epochs: epochs of that teacher; -1 = ``train.epochs``.
-      ce: keep the cross-entropy term.
-      alpha, tau_kd: weight and temperature of the KD term (ours: 1 and 4).
-      beta: weight of the pre-synaptic alignment L_pre (ours: 1).
-      init_from_teacher: start the student from the teacher's weights (ours: on).
-    """
-    c = ml_collections.ConfigDict()
-    c.enabled = False
-    c.teacher = ""
-    c.teacher_epochs = -1
-    c.ce = True
-    c.alpha = 1.0
-    c.tau_kd = 4.0
-    c.beta = 1.0
-    c.init_from_teacher = True
-    return c
-
-
-def _section(cfg: Any) -> Any:
-    """Accepts the full config (with a ``distill`` field) or the section itself."""
-    if "distill" in cfg and not isinstance(cfg["distill"], (bool, str)):
-        return cfg["distill"]
-    return cfg
-
-
-def validate_config(cfg: Any) -> None:
-    """Raises ``ValueError`` naming ``config.distill.<field>``, its value and what is allowed."""
-    c = _section(cfg)
-    p = "config.distill."
-    for k in c.keys():
-        if k not in FIELDS:
-            raise ValueError(f"{p}{k}={c[k]!r} is not allowed; unknown field, known fields: {list(FIELDS)}")
-    for k in FIELDS:
-        if k not in c:
-            raise ValueError(f"{p}{k} is missing (start from distill.default_config())")
-
-    def num(v):
-        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
-            and math.isfinite(float(v))
-
-    for k in ("enabled", "ce", "init_from_teacher"):
-        if not isinstance(c[k], bool):
-            raise ValueError(f"{p}{k}={c[k]!r} is not allowed; it must be a bool")
-    for k in ("alpha", "beta"):
-        if not num(c[k]) or c[k] < 0:
-            raise ValueError(f"{p}{k}={c[k]!r} is not allowed; it must be a finite number >= 0 (0 switches "
-                             "the term off)")
-    if not num(c['tau_kd']) or c['tau_kd'] <= 0:
-        raise ValueError(f"{p}tau_kd={c['tau_kd']!r} is not allowed; it must be a finite number > 0")
-    te = c['teacher_epochs']
-    if not isinstance(te, (int, np.integer)) or isinstance(te, bool) or te < -1:
-        raise ValueError(f"{p}teacher_epochs={te!r} is not allowed; it must be -1 (= train.epochs) or an int >= 0")
-    if not isinstance(c['teacher'], str):
-        raise ValueError(f"{p}teacher={c['teacher']!r} is not allowed; it must be a path string ('' = train one)")
-    if c['enabled'] and c['teacher'] and not os.path.isfile(os.path.join(c['teacher'], "config.json")):
-        raise ValueError(f"{p}teacher={c['teacher']!r} is not allowed; it must be an export directory "
-                         "(with config.json), e.g. WORKDIR/teacher/export of an earlier run")
-    if c['enabled'] and not c['ce'] and c['alpha'] == 0 and c['beta'] == 0:
-        raise ValueError(f"{p}ce=False with alpha=0 and beta=0 is not allowed; at least one loss term must be on")
-
-
-# --------------------------------------------------------------------------- loss terms
-
-def kl_divergence(p_logits: Array, q_logits: Array) -> Array:
-    """Per-example KL(softmax(p) || softmax(q)) = sum_c p_c (log p_c - log q_c): ``[B]``.
-
-    Args:
-      p_logits, q_logits: ``[B, C]`` logits (p: the target distribution).
-    """
-    chex.assert_equal_shape((p_logits, q_logits))
-    chex.assert_rank(p_logits, 2)
-    log_p = jax.nn.log_softmax(p_logits.astype(jnp.float32), axis=-1)
-    log_q = jax.nn.log_softmax(q_logits.astype(jnp.float32), axis=-1)
-    return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
-
-
-def kd_loss(student_logits: Array, teacher_logits: Array, tau: float | Array) -> Array:
-    """Hinton et al. (2015) distillation term, batch mean:
-
-        tau^2 * mean_b KL(softmax(z_T,b / tau) || softmax(z_S,b / tau)).
-
-    The tau^2 factor keeps the gradient scale of the soft targets independent of tau
-    (Hinton et al., 2015, §2). Gradients flow into ``student_logits`` only when the
-    caller stops them on the teacher. Returns a scalar.
-    """
-    chex.assert_equal_shape((student_logits, teacher_logits))
-    return tau ** 2 * kl_divergence(teacher_logits / tau, student_logits / tau).mean()
-
-
-def _path_str(path: tuple) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "/".join(parts)
-
-
-def pre_activations(intermediates: Mapping[str, Any]) -> dict[str, Array]:
-    """The sown ``pre_stage*`` tensors by module path, e.g. ``"stage0/act/pre_stage0"``.
-
-    Args:
-      intermediates: the ``intermediates`` collection of ``model.apply(...,
-        mutable=["intermediates"])``; sown values are tuples of one array each,
-        ``[B, ...]`` (spiking models sow the time-mean of the current, the ANN twin the
-        pre-ReLU value).
-    """
-    out: dict[str, Array] = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
-        names = _path_str(path).split("/")
-        if names and names[-1].isdigit():        # the sow tuple's index
-            if names[-1] != "0":
-                raise ValueError(f"{'/'.join(names[:-1])} was sown more than once; one forward pass per apply")
-            names = names[:-1]
-        name = "/".join(names)
-        if name.rsplit("/", 1)[-1].startswith("pre_stage"):
-            out[name] = leaf
-    return out
-
-
-def pre_alignment_loss(student_pre: Mapping[str, Array], teacher_pre: Mapping[str, Array]
-                       ) -> tuple[Array, dict[str, Array]]:
-    """L_pre = sum_k mean((s_k - t_k)^2) over the stages both models sow (SPEC §3).
-
-    Args:
-      student_pre: ``{path: [B, ...]}`` time-mean pre-synaptic currents of the student.
-      teacher_pre: ``{path: [B, ...]}`` pre-activations of the teacher (same paths).
-
-    Returns:
-      ``(L_pre, {path: MSE_k})``; raises ``ValueError`` when the paths differ or when
-      there are none.
-    """
-    if set(student_pre) != set(teacher_pre):
-        missing = sorted(set(student_pre) ^ set(teacher_pre))
-        raise ValueError(f"student and teacher sow different pre-synaptic stages; first difference: {missing[0]}")
-    if not student_pre:
-        raise ValueError("the models sow no pre_stage* intermediates; L_pre needs at least one stage")
-    per = {}
-    for k in sorted(student_pre):
-        s, t = student_pre[k], teacher_pre[k]
-        chex.assert_equal_shape((s, t))
-        per[k] = jnp.mean(jnp.square(s.astype(jnp.float32) - t.astype(jnp.float32)))
-    return sum(per.values()), per
 
 
 # --------------------------------------------------------------------------- compatibility
@@ -238,7 +81,7 @@ def _abstract_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     order: list[tuple[str, tuple[int, ...]]] = []
 
     def f():
-        v = export.init_variables(config, jax.random.key(0))
+        v = classifier.init_variables(config, jax.random.key(0))
         order.extend(_shapes(v).items())
         return v
     jax.eval_shape(f)
@@ -247,13 +90,13 @@ def _abstract_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
 def _intermediate_shapes(config: dict[str, Any], batch: int = 2) -> dict[str, tuple[int, ...]]:
     """Shapes of the sown pre-activations of the model ``config`` describes (abstract)."""
-    model = export.build_model(config)
-    x = export.dummy_input(config, batch)
+    model = classifier.build_model(config)
+    x = classifier.dummy_input(config, batch)
 
     def f():
         v = model.init(jax.random.key(0), x, train=False)
         _, st = model.apply(v, x, train=False, mutable=["intermediates"])
-        return pre_activations(st["intermediates"])
+        return losses.pre_activations(st["intermediates"])
     return {k: tuple(v.shape) for k, v in jax.eval_shape(f).items()}
 
 
@@ -306,12 +149,12 @@ def init_from_teacher(student_variables: PyTree, teacher_variables: PyTree) -> t
     the same shape; it is copied in the student's dtype. Leaves only the student has keep
     their fresh values. Returns ``(variables, number_of_leaves_copied)``.
     """
-    flat_t = {_path_str(p): l for p, l in jax.tree_util.tree_flatten_with_path(teacher_variables)[0]}
+    flat_t = {losses.path_str(p): l for p, l in jax.tree_util.tree_flatten_with_path(teacher_variables)[0]}
     copied = 0
 
     def pick(path, leaf):
         nonlocal copied
-        t = flat_t.get(_path_str(path))
+        t = flat_t.get(losses.path_str(path))
         if t is None or tuple(np.shape(t)) != tuple(np.shape(leaf)):
             return leaf
         copied += 1
@@ -321,14 +164,14 @@ def init_from_teacher(student_variables: PyTree, teacher_variables: PyTree) -> t
     return out, copied
 
 
-def teacher_variables(teacher: export.Classifier) -> PyTree:
+def teacher_variables(teacher: classifier.Classifier) -> PyTree:
     """``{"params", "batch_stats"}`` of a teacher classifier (what the step receives)."""
     return {"params": teacher.params["params"], "batch_stats": teacher.params.get("batch_stats", {})}
 
 
 # --------------------------------------------------------------------------- the loss
 
-def distillation_loss(student: export.Classifier, teacher_config: dict[str, Any],
+def distillation_loss(student: classifier.Classifier, teacher_config: dict[str, Any],
                       dc: ml_collections.ConfigDict) -> DistillLossFn:
     """The E-RSCT loss for ``train.train(loss_factory=..., loss_inputs=teacher_variables)``.
 
@@ -339,7 +182,7 @@ def distillation_loss(student: export.Classifier, teacher_config: dict[str, Any]
     tau^2 KL), ``pre`` (L_pre) and ``pre/<path>`` per stage, ``accuracy``,
     and ``teacher_accuracy`` (``train`` adds the total as ``loss``).
     """
-    teacher = export.Classifier(teacher_config, None)
+    teacher = classifier.Classifier(teacher_config, None)
     use_ce, alpha, tau, beta = bool(dc.ce), float(dc.alpha), float(dc.tau_kd), float(dc.beta)
     use_pre = beta > 0
 
@@ -350,7 +193,7 @@ def distillation_loss(student: export.Classifier, teacher_config: dict[str, Any]
         tin = teacher.encode(tkeys, x)
         if use_pre:
             zt, tstate = teacher.model.apply(teacher_vars, tin, train=False, mutable=["intermediates"])
-            t_pre = pre_activations(tstate["intermediates"])
+            t_pre = losses.pre_activations(tstate["intermediates"])
         else:
             zt = teacher.model.apply(teacher_vars, tin, train=False)
         zt = jax.lax.stop_gradient(zt)
@@ -359,14 +202,14 @@ def distillation_loss(student: export.Classifier, teacher_config: dict[str, Any]
         zs, upd = student.model.apply({"params": params, "batch_stats": batch_stats}, sx, train=True,
                                       mutable=mutable)
         chex.assert_equal_shape((zs, zt))
-        ce = optax.softmax_cross_entropy_with_integer_labels(zs, y).mean()
-        kd = kd_loss(zs, zt, tau) if alpha > 0 else jnp.zeros((), jnp.float32)
+        ce = losses.cross_entropy(zs, y)
+        kd = losses.kd_loss(zs, zt, tau) if alpha > 0 else jnp.zeros((), jnp.float32)
         metrics = {"ce": ce, "kd": kd, "accuracy": jnp.mean(jnp.argmax(zs, -1) == y),
                    "teacher_accuracy": jnp.mean(jnp.argmax(zt, -1) == y)}
         total = (ce if use_ce else 0.0) + alpha * kd
         if use_pre:
             t_pre = jax.tree.map(jax.lax.stop_gradient, t_pre)
-            l_pre, per = pre_alignment_loss(pre_activations(upd["intermediates"]), t_pre)
+            l_pre, per = losses.pre_alignment_loss(losses.pre_activations(upd["intermediates"]), t_pre)
             total = total + beta * l_pre
             metrics["pre"] = l_pre
             metrics.update({f"pre/{k.rsplit('/', 1)[-1]}": v for k, v in per.items()})
@@ -394,7 +237,7 @@ def teacher_export_path(cfg: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def resolve_teacher(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *,
-                    mesh: jax.sharding.Mesh, progress: bool = True) -> tuple[export.Classifier, dict[str, Any]]:
+                    mesh: jax.sharding.Mesh, progress: bool = True) -> tuple[classifier.Classifier, dict[str, Any]]:
     """Loads ``config.distill.teacher``, or trains (resuming) the ANN twin into
     WORKDIR/teacher and exports it to WORKDIR/teacher/export. Returns the teacher and
     ``{path, trained_here, seconds, clean_accuracy}`` (test accuracy, direct coding)."""
@@ -407,12 +250,11 @@ def resolve_teacher(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: s
         tcfg = teacher_config(cfg)
         teacher, summary = train.train(tcfg, ds, tdir, mesh=mesh, progress=progress)
         path = export.save(os.path.join(tdir, "export"), teacher)
-        from rsc_jax import report
         report.write_json(os.path.join(tdir, "train_summary.json"), summary)
         info = {"path": path, "trained_here": True, "steps": summary["steps"],
                 "resumed_from": summary["resumed_from"]}
     x, y = data.test_arrays(ds)
-    ev = train.evaluate(teacher, x, y, batch_size=cfg.eval.batch_size, draws=1, seed=cfg.seed, mesh=mesh,
+    ev = clean.accuracy(teacher, x, y, batch_size=cfg.eval.batch_size, draws=1, seed=cfg.seed, mesh=mesh,
                         progress=False)
     info.update(seconds=round(time.time() - t0, 2), clean_accuracy=ev["accuracy"])
     logging.info("E-RSCT teacher %s: clean test accuracy %.4f", info["path"], ev["accuracy"])
@@ -420,19 +262,19 @@ def resolve_teacher(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: s
 
 
 def student_init(cfg: ml_collections.ConfigDict, student_config: dict[str, Any],
-                 teacher: export.Classifier) -> tuple[PyTree | None, int]:
+                 teacher: classifier.Classifier) -> tuple[PyTree | None, int]:
     """Initial student variables: fresh (as ``train.train`` would draw them) with the
     teacher's shared layers copied when ``init_from_teacher``; ``(None, 0)`` otherwise."""
     if not cfg.distill.init_from_teacher:
         return None, 0
     key = jax.random.fold_in(jax.random.key(cfg.seed), train.INIT_STREAM)
-    fresh = export.init_variables(student_config, key)
+    fresh = classifier.init_variables(student_config, key)
     return init_from_teacher(fresh, teacher_variables(teacher))
 
 
 def train_student(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mesh: jax.sharding.Mesh,
                   progress: bool = True, max_steps: int | None = None,
-                  teacher: export.Classifier | None = None) -> tuple[export.Classifier, dict[str, Any]]:
+                  teacher: classifier.Classifier | None = None) -> tuple[classifier.Classifier, dict[str, Any]]:
     """E-RSCT end to end: resolve the teacher, check it, initialise and train the student.
 
     The student trains in ``workdir`` exactly like plain training (checkpoints,

@@ -43,8 +43,7 @@ def main(argv: list[str]) -> None:
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
     import jax
-    from rsc_jax import config as cfglib
-    from rsc_jax import data, export, parallel, pipeline, train
+    from rsc_jax import classifier, data, export, parallel, pipeline, train, validation
     if _CPU_DEVICES.value:
         jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)   # before any backend use
     try:
@@ -56,8 +55,8 @@ def main(argv: list[str]) -> None:
                  jax.local_devices())
     try:
         r = pipeline.run(_CONFIG.value, _WORKDIR.value, ",".join(_MODE.value), export_path=_EXPORT.value, progress=_PROGRESS.value)
-    except (cfglib.ConfigError, data.DataError, export.ExportError, pipeline.WorkdirError, train.NonFiniteError,
-            parallel.DistributedError) as e:
+    except (validation.ConfigError, data.DataError, export.ExportError, classifier.InputError,
+            pipeline.WorkdirError, train.NonFiniteError, parallel.DistributedError) as e:
         logging.error("%s", e)
         sys.exit(f"error: {e}")
     except train.Preempted as e:   # SIGTERM: checkpoint saved; 128 + 15 like a SIGTERM exit

@@ -19,17 +19,19 @@ H has a surrogate derivative in the backward pass, chosen by name (x = u - v_th)
 Each integrates to 1 over x. The alpha defaults are the common ones in the SNN
 literature (SpikingJelly; Deng et al., 2022 for the triangle); ``alpha=None`` picks them.
 
-This module imports nothing else from the package.
+This module imports only ``validation`` from the package.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from rsc_jax import validation
 
 Array = jax.Array
 
@@ -56,12 +58,10 @@ def surrogate_derivative(x: Array, surrogate: str, alpha: float) -> Array:
 
 def resolve_alpha(surrogate: str, alpha: float | None) -> float:
     """Returns ``alpha``, or the surrogate's default when ``alpha`` is None."""
-    if surrogate not in SURROGATE_DEFAULT_ALPHA:
-        raise ValueError(f"surrogate={surrogate!r} is not known; allowed: {list(SURROGATES)}")
+    validation.check_choice("neuron surrogate", surrogate, SURROGATES)
     if alpha is None:
         return SURROGATE_DEFAULT_ALPHA[surrogate]
-    if not alpha > 0:
-        raise ValueError(f"surrogate alpha={alpha!r} is not allowed; alpha must be > 0")
+    validation.check_number("neuron alpha", alpha, low=0.0, low_open=True)
     return float(alpha)
 
 
@@ -82,20 +82,28 @@ def _spike_bwd(surrogate, alpha, x, g):
 spike.defvjp(_spike_fwd, _spike_bwd)
 
 
-def _check_options(tau: float, v_th: float, reset: str) -> None:
-    if not tau >= 1.0:
-        raise ValueError(f"neuron tau={tau!r} is not allowed; tau must be >= 1 (decay 1 - 1/tau in [0, 1))")
-    if not v_th > 0:
-        raise ValueError(f"neuron v_th={v_th!r} is not allowed; v_th must be > 0")
-    if reset not in RESETS:
-        raise ValueError(f"neuron reset={reset!r} is not known; allowed: {list(RESETS)}")
+def check_options(*, tau: Any = 2.0, v_th: Any = 1.0, reset: Any = "hard", surrogate: Any = "sigmoid",
+                  alpha: Any = None, detach_reset: Any = False, grad_mode: Any = "bptt",
+                  prefix: str = "neuron ", error: type[Exception] = ValueError) -> None:
+    """The one check of the neuron options (used by ``lif``, ``models`` and the config):
+    tau >= 1 (decay 1 - 1/tau in [0, 1)), v_th > 0, known reset/surrogate/grad_mode,
+    alpha None or > 0, detach_reset a bool. ``prefix`` names the fields in the message."""
+    validation.check_number(prefix + "tau", tau, low=1.0, error=error)
+    validation.check_number(prefix + "v_th", v_th, low=0.0, low_open=True, error=error)
+    validation.check_choice(prefix + "reset", reset, RESETS, error)
+    validation.check_choice(prefix + "surrogate", surrogate, SURROGATES, error)
+    if alpha is not None:
+        validation.check_number(prefix + "alpha", alpha, low=0.0, low_open=True, error=error)
+    validation.check_bool(prefix + "detach_reset", detach_reset, error)
+    validation.check_choice(prefix + "grad_mode", grad_mode, GRAD_MODES, error)
 
 
 def lif_step(v: Array, current: Array, *, tau: float = 2.0, v_th: float = 1.0,
              reset: str = "hard", surrogate: str = "sigmoid", alpha: float | None = None,
              detach_reset: bool = False) -> tuple[Array, Array]:
     """One LIF step: ``(v_{t-1}, I_t) -> (v_t, s_t)``, shapes equal to ``current``."""
-    _check_options(tau, v_th, reset)
+    check_options(tau=tau, v_th=v_th, reset=reset, surrogate=surrogate, alpha=alpha,
+                  detach_reset=detach_reset)
     alpha = resolve_alpha(surrogate, alpha)
     u = (1.0 - 1.0 / tau) * v + current
     s = spike(u - v_th, surrogate, alpha)
@@ -123,8 +131,7 @@ def lif(currents: Array, *, tau: float = 2.0, v_th: float = 1.0, reset: str = "h
     """
     if currents.ndim < 1:
         raise ValueError(f"currents must have a time axis 0; got shape {currents.shape}")
-    if grad_mode not in GRAD_MODES:
-        raise ValueError(f"neuron grad_mode={grad_mode!r} is not known; allowed: {list(GRAD_MODES)}")
+    validation.check_choice("neuron grad_mode", grad_mode, GRAD_MODES)
     if grad_mode == "bptr":
         return lif_bptr(currents, tau=tau, v_th=v_th, reset=reset, detach_reset=detach_reset,
                         unroll=unroll)

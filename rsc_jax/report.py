@@ -1,12 +1,20 @@
-"""Collects a run's JSON results into ``report.json`` and a readable ``report.md``."""
+"""Everything a run writes for people: JSON results, plots and ``report.md``.
+
+The evaluators hand their results here (``write_robustness``, ``write_certification``,
+``write_json``); ``build`` collects the JSON files of a workdir into ``report.json`` and
+a readable ``report.md``, with one markdown renderer per section (``RENDERERS``). Only
+process 0 writes (every host holds the same gathered results).
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
-from rsc_jax import parallel
+import numpy as np
+
+from rsc_jax import certify, coding, parallel
 
 # (file in the workdir, key in report.json, title)
 SECTIONS: tuple[tuple[str, str, str], ...] = (
@@ -17,6 +25,11 @@ SECTIONS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def path(workdir: str, key: str) -> str:
+    """The file of report key ``key`` (``SECTIONS``) in ``workdir``."""
+    return os.path.join(workdir, next(f for f, k, _ in SECTIONS if k == key))
+
+
 def read_json(path: str) -> Any | None:
     if not os.path.isfile(path):
         return None
@@ -24,14 +37,202 @@ def read_json(path: str) -> Any | None:
         return json.load(f)
 
 
-def write_json(path: str, obj: Any) -> None:
+def write_json(path: str, obj: Any, **dump_kw: Any) -> None:
     """Writes ``obj`` atomically (a reader never sees half a file); process 0 only."""
     if not parallel.is_primary():
         return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
+        json.dump(obj, f, **(dump_kw or {"indent": 2, "sort_keys": True}))
     os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+    if parallel.is_primary():
+        with open(path, "w") as f:
+            f.write(text)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def write_robustness(workdir: str, result: Mapping[str, Any]) -> None:
+    """``robustness.json`` and ``robustness.png``."""
+    if not parallel.is_primary():
+        return
+    os.makedirs(workdir, exist_ok=True)
+    write_json(path(workdir, "robustness"), result, indent=1)
+    plot_robustness(result, os.path.join(workdir, "robustness.png"))
+
+
+def write_certification(workdir: str, result: Mapping[str, Any], lines: Sequence[str], radius: np.ndarray,
+                        correct: np.ndarray) -> None:
+    """``certify.jsonl`` (one JSON line per example), ``certified.json`` and ``certified.png``."""
+    if not parallel.is_primary():
+        return
+    os.makedirs(workdir, exist_ok=True)
+    write_text(os.path.join(workdir, "certify.jsonl"), "".join(line + "\n" for line in lines))
+    write_json(path(workdir, "certification"), result, indent=2)
+    s = result["settings"]
+    plot_certified(os.path.join(workdir, "certified.png"), result["radii"], result["certified_accuracy"], radius,
+                   correct, f"{s['coding']}, sigma={s['sigma']:g}, T={s['T']}, n={s['n']}, alpha={s['alpha']:g}, "
+                            f"{s['num_examples']} images")
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def plot_robustness(result: Mapping[str, Any], path: str) -> None:
+    """Accuracy (M-draw averaged, solid; single draw, dotted) vs eps per attack curve,
+    l_inf (eps x 255) and l_2 panels; single-eps attacks as markers."""
+    plt = _pyplot()
+    curves = result["curves"]
+    has_l2 = any(c["norm"] == "l2" for c in curves.values())
+    fig, axes = plt.subplots(1, 2 if has_l2 else 1, figsize=(11 if has_l2 else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    for name, c in curves.items():
+        a = axes[0, 1] if c["norm"] == "l2" else ax
+        scale = 255.0 if c["norm"] == "linf" else 1.0
+        eta = np.asarray(c["eta"]) * scale
+        line, = a.plot(eta, c["acc_avg"], "o-", label=f"{name} (M-avg, QTE {c['qte_avg']:.3f})")
+        a.plot(eta, c["acc_single"], ":", color=line.get_color(), label=f"{name} (1 draw)")
+    markers = "sv^Dxp*h"
+    point_rows = [r for r in result["results"] if r["curve"] is None and r["norm"] == "linf"
+                  and r["name"] not in ("clean", "sanity-pgd")]
+    for i, r in enumerate(point_rows):
+        ax.plot([r["eps_255"]], [r["acc_avg"]], markers[i % len(markers)], label=f"{r['name']} (M-avg)")
+    ax.set_xlabel("eps (l_inf, x 1/255)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("l_inf attacks")
+    ax.legend(fontsize=7)
+    if has_l2:
+        axes[0, 1].set_xlabel("eps (l_2)")
+        axes[0, 1].set_ylim(-0.02, 1.02)
+        axes[0, 1].set_title("l_2 attacks")
+        axes[0, 1].legend(fontsize=7)
+    cod = result.get("coding", {})
+    fig.suptitle(f"robustness: coding {cod.get('method', '?')} sigma={cod.get('sigma', '?')} "
+                 f"T={cod.get('T', '?')}, n={result['n_examples']}, M={result['judge_draws']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if v is None:
+        return "-"
+    return str(v)
+
+
+def robustness_markdown(result: Mapping[str, Any], *, png: str | None = None) -> str:
+    """A robustness section for report.md: settings, results, QTE, worst case, checks, plot."""
+    cod = result.get("coding", {})
+    cfg = result.get("config", {})
+    lines = ["## Adversarial robustness", "",
+             f"Coding `{cod.get('method', '?')}`, sigma = {_fmt(cod.get('sigma'))}, T = {_fmt(cod.get('T'))}; "
+             f"{result['n_examples']} test examples, seed {result['seed']}, "
+             f"M = {result['judge_draws']} judge draws, {result.get('devices', 1)} device(s). "
+             "`acc (1 draw)` is the single-draw accuracy averaged over the M fresh draws; "
+             "`acc (M-avg)` classifies the logits averaged over the M draws. "
+             "Attacks are crafted and judged on separate per-example key streams.", "",
+             "### Settings and accuracy", "",
+             "| attack | norm | eps | eps x 255 | steps | step size | EOT K | crafted with | "
+             "acc (1 draw) | acc (M-avg) | +- s.e. |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["results"]:
+        extra = f" (queries {r['queries']}, p_init {_fmt(r['p_init'])})" if r.get("attack") == "square" else ""
+        lines.append(
+            f"| {r['name']}{extra} | {r['norm']} | {_fmt(r['eps'])} | {_fmt(r.get('eps_255'))} | "
+            f"{_fmt(r.get('steps'))} | {_fmt(r.get('step_size'))} | {_fmt(r.get('eot'))} | "
+            f"{r.get('crafted_with', 'model')} | {r['acc_single']:.4f} | {r['acc_avg']:.4f} | "
+            f"{r['se_avg']:.4f} |")
+        if "per_variant" in r:
+            for nm, v in r["per_variant"].items():
+                lines.append(f"| &nbsp;&nbsp;pgd via `{nm}` | linf | {_fmt(r['eps'])} | {_fmt(r.get('eps_255'))} | "
+                             f"{_fmt(r.get('steps'))} | {_fmt(r.get('step_size'))} | {_fmt(r.get('eot'))} | "
+                             f"{nm} | {v['acc_single']:.4f} | {v['acc_avg']:.4f} | |")
+    lines += ["", "### QTE (normalised area under accuracy vs eps)", "",
+              "| curve | norm | eta grid | QTE (1 draw) | QTE (M-avg) |", "|---|---|---|---|---|"]
+    for name, c in result["curves"].items():
+        grid = ", ".join(f"{e * 255:.3g}/255" if c["norm"] == "linf" else f"{e:.3g}" for e in c["eta"])
+        lines.append(f"| {name} | {c['norm']} | {grid} | {c['qte_single']:.4f} | {c['qte_avg']:.4f} |")
+    if result.get("worst_case"):
+        lines += ["", "### Worst case over l_inf attacks (per example)", "",
+                  "| eps x 255 | attacks | acc (1 draw) | acc (M-avg) |", "|---|---|---|---|"]
+        for w in result["worst_case"]:
+            lines.append(f"| {w['eps_255']:.3g} | {', '.join(w['attacks'])} | {w['acc_single']:.4f} | "
+                         f"{w['acc_avg']:.4f} |")
+    lines += ["", "### Gradient-masking checks (Athalye et al., 2018)", "",
+              "| check | status | detail |", "|---|---|---|"]
+    for c in result["checks"]:
+        status = "pass" if c["status"] == "pass" else "**FLAG**"
+        lines.append(f"| {c['name']} | {status} | {c['detail']} |")
+    if cfg:
+        lines += ["", "<details><summary>attack config</summary>", "", "```",
+                  json.dumps(cfg, indent=1), "```", "</details>"]
+    lines += ["", f"![robustness]({png or result.get('png', 'robustness.png')})", ""]
+    return "\n".join(lines)
+
+
+def plot_certified(path: str, radii_grid: Sequence[float], acc: np.ndarray, rad: np.ndarray,
+          correct: np.ndarray, title: str) -> None:
+    plt = _pyplot()
+    finite = rad[np.isfinite(rad)]
+    top = max(float(max(radii_grid)), float(finite.max()) if finite.size else 0.0) * 1.05 + 1e-3
+    grid = np.linspace(0.0, top, 400)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(grid, certify.certified_accuracy(grid, rad, correct), lw=1.5, label="certified")
+    ax.plot(list(radii_grid), acc, "o", ms=4, label="grid")
+    ax.set_xlabel("l2 radius")
+    ax.set_ylabel("certified accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def certification_markdown(result: Mapping[str, Any]) -> str:
+    """The certification section of report.md for a ``run`` result."""
+    s = result["settings"]
+    lines = [
+        "## Certified robustness (randomized smoothing)",
+        "",
+        f"Cohen et al. (ICML 2019) CERTIFY on the "
+        f"{coding.CODINGS[s['coding']].label if s['coding'] in coding.CODINGS else s['coding']}-coded network as base "
+        f"classifier: sigma = {s['sigma']:g}, T = {s['T']}, n0 = {s['n0']}, n = {s['n']}, "
+        f"alpha = {s['alpha']:g}, {s['num_examples']} test images, seed {s['seed']}. "
+        f"Certified l2 radius R = {result['radius_formula']} in [0, 1] pixel space, "
+        "abstaining when the Clopper-Pearson lower bound p_A <= 1/2.",
+        "",
+        "| radius | " + " | ".join(f"{r:g}" for r in result["radii"]) + " |",
+        "|---|" + "---|" * len(result["radii"]),
+        "| certified accuracy | " + " | ".join(f"{100 * a:.1f}%" for a in
+                                               result["certified_accuracy"]) + " |",
+        "",
+        f"- Average certified radius (ACR): {result['acr']:.3f}",
+        f"- Abstain rate: {100 * result['abstain_rate']:.1f}%",
+        f"- Throughput: {result['images_per_second']:.3g} images/s "
+        f"({s['devices']} device(s), {result['seconds']:.1f} s in all, compilation included)",
+        "",
+        "![certified accuracy vs radius](certified.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+# --------------------------------------------------------------------------- report.md
 
 
 def _train_md(r: dict[str, Any]) -> str:
@@ -49,15 +250,18 @@ def _eval_md(r: dict[str, Any]) -> str:
             f"| {r['num_examples']} | {r['accuracy']:.4f} | {r[avg]:.4f} | {r['seed']} |\n")
 
 
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "train": _train_md, "evaluation": _eval_md, "robustness": robustness_markdown,
+    "certification": certification_markdown}
+
+
 def build(workdir: str, run_config: dict[str, Any],
           extra_markdown: dict[str, Callable[[dict[str, Any]], str]] | None = None) -> dict[str, Any]:
     """Writes ``WORKDIR/report.json`` and ``WORKDIR/report.md`` from the results present.
 
-    ``extra_markdown`` maps a report key (``robustness``, ``certification``) to the
-    function that renders its section.
+    ``extra_markdown`` maps a report key to a renderer that replaces ``RENDERERS``'s.
     """
-    renderers: dict[str, Callable[[dict[str, Any]], str]] = {"train": _train_md, "evaluation": _eval_md}
-    renderers.update(extra_markdown or {})
+    renderers = {**RENDERERS, **(extra_markdown or {})}
     report: dict[str, Any] = {"config": run_config}
     export_cfg = read_json(os.path.join(workdir, "export", "config.json"))
     if export_cfg:
@@ -76,7 +280,5 @@ def build(workdir: str, run_config: dict[str, Any],
         body = renderers[key](r) if key in renderers else f"See `{fname}`.\n"
         md.append(body if body.startswith("## ") else f"## {title}\n\n{body}")
     write_json(os.path.join(workdir, "report.json"), report)
-    if parallel.is_primary():
-        with open(os.path.join(workdir, "report.md"), "w") as f:
-            f.write("\n".join(md))
+    write_text(os.path.join(workdir, "report.md"), "\n".join(md))
     return report

@@ -1,4 +1,5 @@
-"""Training: the optax optimizer, a pure loss, one jitted data-parallel step, and the loop.
+"""Training: the optax optimizer, the CE loss closure, one jitted data-parallel step, the
+loop and its preemption handling (checkpoints: ``checkpoints``; pure losses: ``losses``).
 
 Plain RSC training (SPEC §3): cross-entropy on logits averaged over T, with inputs
 coded afresh at every step. The noise of example b at step s comes from
@@ -12,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from rsc_jax import backend, data, export, parallel
+from rsc_jax import backend, checkpoints, classifier, data, losses, parallel
 
 Array = jax.Array
 PyTree = Any
@@ -63,7 +63,7 @@ def classifier_config(cfg: ml_collections.ConfigDict, ds: data.Dataset) -> dict[
     overrides = {"remat": cfg.model.remat, "width": cfg.model.width, "dtype": cfg.model.dtype,
                  "tau": n.tau, "v_th": n.v_th, "reset": n.reset, "surrogate": n.surrogate,
                  "alpha": n.alpha or None, "detach_reset": n.detach_reset, "grad_mode": n.grad_mode}
-    return export.classifier_config(
+    return classifier.classifier_config(
         model={"name": cfg.model.name, "spiking": cfg.model.spiking, "overrides": overrides},
         coding_cfg={"method": cfg.coding.method, "sigma": cfg.coding.sigma, "T": cfg.coding.T},
         dataset=ds.info())
@@ -80,13 +80,14 @@ def ann_twin_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     return twin
 
 
-def cross_entropy_loss(clf: export.Classifier) -> LossFn:
-    """CE on the time-averaged logits of RSC-coded inputs (SPEC §3, plain RSC training)."""
+def cross_entropy_loss(clf: classifier.Classifier) -> LossFn:
+    """CE (``losses.cross_entropy``) on the time-averaged logits of RSC-coded inputs
+    (SPEC §3, plain RSC training)."""
     def loss_fn(params, batch_stats, batch, keys):
         x = clf.encode(keys, batch["image"])
         logits, updates = clf.model.apply({"params": params, "batch_stats": batch_stats}, x,
                                           train=True, mutable=["batch_stats"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        loss = losses.cross_entropy(logits, batch["label"])
         acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return loss, (updates["batch_stats"], {"ce": loss, "accuracy": acc})
     return loss_fn
@@ -181,62 +182,10 @@ def summarise(ms: list[dict[str, Any]]) -> dict[str, float]:
     return rec
 
 
-def _checkpoint_manager(workdir: str, keep: int):
-    import orbax.checkpoint as ocp
-    return ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             cleanup_tmp_directories=True))   # leftovers of killed saves
-
-
-def restore_latest(mngr, abstract_state: PyTree, log: Callable[[str], None] = logging.warning,
-                   damaged: list[int] | None = None) -> tuple[PyTree, dict] | None:
-    """The newest checkpoint that restores, trying older ones when the newest is damaged.
-
-    Each damaged step is reported through ``log`` and appended to ``damaged``."""
-    import orbax.checkpoint as ocp
-    for s in sorted(mngr.all_steps(), reverse=True):
-        try:
-            r = mngr.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                        meta=ocp.args.JsonRestore()))
-            return r["state"], r["meta"]
-        except Exception as e:  # orbax raises many types for damaged files
-            log(f"checkpoint at step {s} in {mngr.directory} could not be restored ({type(e).__name__}: "
-                f"{str(e)[:200]}); trying an older one")
-            if damaged is not None:
-                damaged.append(s)
-    return None
-
-
-def quarantine(mngr, steps: list[int], workdir: str) -> list[str]:
-    """Moves damaged checkpoint steps to ``WORKDIR/checkpoints_damaged/`` (kept for
-    inspection, never deleted), so that a fresh save of the same step can replace them."""
-    moved = []
-    for s in steps:
-        src = os.path.join(str(mngr.directory), str(s))
-        if os.path.isdir(src):
-            dst = os.path.join(os.path.abspath(workdir), "checkpoints_damaged", f"{s}-{int(time.time())}")
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            shutil.move(src, dst)
-            logging.warning("damaged checkpoint of step %d moved to %s", s, dst)
-            moved.append(dst)
-    if moved:
-        mngr.reload()
-    return moved
-
-
-def _save(mngr, state: PyTree, meta: dict) -> None:
-    import orbax.checkpoint as ocp
-    step = int(parallel.gather(state["step"]))
-    if step in mngr.all_steps():
-        return
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-
-
 def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mesh: jax.sharding.Mesh,
-          clf_config: dict[str, Any] | None = None, loss_factory: Callable[[export.Classifier], LossFn] | None = None,
+          clf_config: dict[str, Any] | None = None, loss_factory: Callable[[classifier.Classifier], LossFn] | None = None,
           init_variables: PyTree | None = None, loss_inputs: PyTree | None = None, progress: bool = True,
-          max_steps: int | None = None) -> tuple[export.Classifier, dict[str, Any]]:
+          max_steps: int | None = None) -> tuple[classifier.Classifier, dict[str, Any]]:
     """Trains (or resumes training) and returns the classifier and a summary.
 
     Checkpoints go to ``WORKDIR/checkpoints`` every ``train.checkpoint_every`` steps,
@@ -255,7 +204,7 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
     """
     tc = cfg.train
     clf_config = clf_config or classifier_config(cfg, ds)
-    clf = export.Classifier(clf_config, None)
+    clf = classifier.Classifier(clf_config, None)
     spe = data.steps_per_epoch(len(ds.train), tc.batch_size)
     total = tc.epochs * spe
     tx = make_optimizer(tc, total)
@@ -263,7 +212,7 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
     noise_key = jax.random.fold_in(root, NOISE_STREAM)
 
     def fresh_state():
-        v = init_variables if init_variables is not None else export.init_variables(
+        v = init_variables if init_variables is not None else classifier.init_variables(
             clf_config, jax.random.fold_in(root, INIT_STREAM))
         return init_state(v, tx)
 
@@ -271,10 +220,10 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
     abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                             abstract, parallel.state_shardings(abstract, mesh))
     os.makedirs(workdir, exist_ok=True)
-    mngr = _checkpoint_manager(workdir, tc.keep_checkpoints)
+    mngr = checkpoints.manager(workdir, tc.keep_checkpoints)
     damaged: list[int] = []
-    restored = restore_latest(mngr, abstract, damaged=damaged)
-    quarantine(mngr, damaged, workdir)
+    restored = checkpoints.restore_latest(mngr, abstract, damaged=damaged)
+    checkpoints.quarantine(mngr, damaged, workdir)
     skipped_total = 0
     if restored is None:
         state, start = parallel.replicate(fresh_state(), mesh), 0
@@ -339,7 +288,7 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}")
             bar.update(1)
             if save:
-                _save(mngr, state, dict(meta, step=s + 1, skipped_steps=skipped_total))
+                checkpoints.save_state(mngr, state, dict(meta, step=s + 1, skipped_steps=skipped_total))
             if preempt:
                 mngr.wait_until_finished()
                 mngr.close()
@@ -347,35 +296,10 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
                 raise Preempted(s + 1, str(mngr.directory))
     bar.close()
     if total == 0 or start >= total:
-        _save(mngr, state, dict(meta, step=int(parallel.gather(state["step"]))))
+        checkpoints.save_state(mngr, state, dict(meta, step=int(parallel.gather(state["step"]))))
     mngr.wait_until_finished()
     mngr.close()
     variables = parallel.gather({"params": state["params"], "batch_stats": state["batch_stats"]})
     summary = {"steps": int(parallel.gather(state["step"])), "total_steps": total, "resumed_from": start, "seconds": round(time.time() - t0, 2),
                "steps_per_epoch": spe, "skipped_steps": skipped_total, "final": history[-1] if history else None}
-    return export.Classifier(clf_config, variables), summary
-
-
-def evaluate(clf: export.Classifier, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
-             draws: int, seed: int, mesh: jax.sharding.Mesh, progress: bool = True) -> dict[str, Any]:
-    """Clean accuracy on fresh coding draws, per example keys from (seed, index).
-
-    Returns ``accuracy`` (one draw per example), ``accuracy_avg{M}`` (logits averaged
-    over M = ``draws`` draws) and per-example ``correct`` lists.
-    """
-    key = jax.random.fold_in(jax.random.key(seed), 3)
-
-    @backend.jit
-    def fn(idx, x, y):
-        keys = parallel.example_keys(key, idx)
-        draw_keys = jax.vmap(lambda k: jax.random.split(k, draws))(keys)   # [B, M]
-        logits = jax.vmap(lambda ks: clf.logits(ks, x), in_axes=1)(draw_keys)  # [M, B, C]
-        one = jnp.argmax(logits[0], -1) == y
-        avg = jnp.argmax(logits.mean(0), -1) == y
-        return {"correct": one, "correct_avg": avg}
-
-    bar = (lambda it: tqdm(it, desc="evaluate", unit="batch", dynamic_ncols=True)) if progress else None
-    out = parallel.map_examples(fn, [images, labels], batch_size=batch_size, mesh=mesh, progress=bar)
-    return {"num_examples": int(len(labels)), "draws": draws, "seed": seed,
-            "accuracy": float(out["correct"].mean()), f"accuracy_avg{draws}": float(out["correct_avg"].mean()),
-            "correct": out["correct"].astype(int).tolist()}
+    return classifier.Classifier(clf_config, variables), summary

@@ -38,7 +38,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rsc_jax import attacks, backend, config, data, distill, export, parallel, train  # noqa: E402
+from rsc_jax import attacks, backend, classifier, config, data, distill, judging, parallel, train  # noqa: E402
 
 
 def load_config(path: str):
@@ -47,7 +47,7 @@ def load_config(path: str):
 
 def make_eval(clf_config: dict[str, Any], seed: int):
     """Jitted ``(variables, idx, x, y) -> correct [B]``: one coding draw per example."""
-    clf = export.Classifier(clf_config, None)
+    clf = classifier.Classifier(clf_config, None)
     key = jax.random.fold_in(jax.random.key(seed), 3)
 
     @backend.jit
@@ -62,13 +62,13 @@ def accuracy(fn, variables, x: np.ndarray, y: np.ndarray, batch: int, mesh) -> f
     return float(correct.mean())
 
 
-def pgd7_accuracy(clf: export.Classifier, x: np.ndarray, y: np.ndarray, batch: int, seed: int, mesh) -> float:
+def pgd7_accuracy(clf: classifier.Classifier, x: np.ndarray, y: np.ndarray, batch: int, seed: int, mesh) -> float:
     """PGD-7 (eps 8/255, step 2/255, random start, K = 1), judged on a fresh draw."""
     @backend.jit
     def fn(idx, xb, yb):
-        keys = attacks.example_keys(seed, idx, stream=0)
+        keys = judging.example_keys(seed, idx, stream=0)
         xa = attacks.pgd(clf.logits, keys, xb, yb, eps=8 / 255, step_size=2 / 255, steps=7)
-        j = attacks.judge(clf.logits, attacks.example_keys(seed, idx, stream=1), xa, yb, draws=1)
+        j = judging.judge(clf.logits, judging.example_keys(seed, idx, stream=1), xa, yb, draws=1)
         return j["correct_first"]
     return float(parallel.map_examples(fn, [x, y], batch_size=batch, mesh=mesh).mean())
 
@@ -78,12 +78,12 @@ def run_one(name: str, cfg, ds, loss_factory, init, loss_inputs, *, eval_every: 
     """Trains ``cfg.train.epochs`` epochs with the jitted step; returns the curve and variables."""
     tc = cfg.train
     clf_config = train.classifier_config(cfg, ds)
-    clf = export.Classifier(clf_config, None)
+    clf = classifier.Classifier(clf_config, None)
     spe = data.steps_per_epoch(len(ds.train), tc.batch_size)
     total = tc.epochs * spe
     tx = train.make_optimizer(tc, total)
     root = jax.random.key(cfg.seed)
-    v = init if init is not None else export.init_variables(clf_config, jax.random.fold_in(root, train.INIT_STREAM))
+    v = init if init is not None else classifier.init_variables(clf_config, jax.random.fold_in(root, train.INIT_STREAM))
     state = parallel.replicate(train.init_state(v, tx), mesh)
     step = train.make_train_step(loss_factory(clf), tx, jax.random.fold_in(root, train.NOISE_STREAM))
     extra = () if loss_inputs is None else (parallel.replicate(loss_inputs, mesh),)
@@ -110,7 +110,7 @@ def run_one(name: str, cfg, ds, loss_factory, init, loss_inputs, *, eval_every: 
     variables = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
     return {"curve": curve, "train_seconds": round(seconds, 2), "first_step_seconds": round(first, 2),
             "steps": total,
-            "classifier": export.Classifier(clf_config, variables)}
+            "classifier": classifier.Classifier(clf_config, variables)}
 
 
 def first_reaching(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ XLA for their FLOPs with ``jax.jit(f).lower(...).cost_analysis()``:
 Then it counts what ``python -m rsc_jax.main --config=configs/X.py --workdir=runs/X``
 (``--mode=all``, ``pipeline.plan``) runs: training epochs x steps (+ the ANN twin or
 the E-RSCT teacher, same epochs), evaluation (``eval.draws`` forward passes per test
-image), the attack grid exactly as ``robustness._jobs`` builds it from
+image), the attack grid exactly as ``evaluators.attack_suite.jobs`` builds it from
 ``config.attack`` (forward and forward+backward passes per example for every job: FGSM,
 PGD-7 over the eps grid, PGD-50, EOT-10, the surrogate ensemble with its selection and
 judging, transfer, Square with 2 forward passes per query, the sanity PGD, the l2 grid,
@@ -52,7 +52,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from rsc_jax import attacks, config, data, distill, export, parallel, pipeline, robustness, train  # noqa: E402
+from rsc_jax import attacks, classifier, config, config_checks, data, distill, judging, parallel, pipeline, train  # noqa: E402
+from rsc_jax.evaluators import attack_suite, robustness  # noqa: E402
 
 PAPER_CONFIGS: tuple[str, ...] = ("cifar10_vgg11", "cifar10_vgg11_erst", "cifar100_resnet19",
                                   "imagenet_sewresnet34", "imagenet_sewresnet34_erst")
@@ -122,15 +123,15 @@ def train_step_flops(cfg: Any, ds: data.Dataset, batch: int) -> float:
 def _step_parts(cfg: Any, ds: data.Dataset):
     """(classifier, abstract state, extra step inputs, jitted step) as ``train.train`` builds them."""
     clf_config = train.classifier_config(cfg, ds)
-    clf = export.Classifier(clf_config, None)
+    clf = classifier.Classifier(clf_config, None)
     tx = train.make_optimizer(cfg.train, 1000)
     key = jax.random.key(0)
-    state = jax.eval_shape(lambda: train.init_state(export.init_variables(clf_config, key), tx))
+    state = jax.eval_shape(lambda: train.init_state(classifier.init_variables(clf_config, key), tx))
     extra: tuple = ()
     if cfg.distill.enabled:
         tconf = train.classifier_config(distill.teacher_config(cfg), ds)
         loss = distill.distillation_loss(clf, tconf, cfg.distill)
-        tv = jax.eval_shape(lambda: export.init_variables(tconf, key))
+        tv = jax.eval_shape(lambda: classifier.init_variables(tconf, key))
         extra = ({"params": tv["params"], "batch_stats": tv.get("batch_stats", {})},)
     else:
         loss = train.cross_entropy_loss(clf)
@@ -140,12 +141,12 @@ def _step_parts(cfg: Any, ds: data.Dataset):
 def pass_flops(clf_config: dict[str, Any], ds: data.Dataset, batch: int) -> dict[str, float]:
     """Per-example FLOPs of one forward pass and one forward+backward input gradient
     (``attacks.loss_grad``), both keyed per example as the attacks call them, at ``batch``."""
-    clf = export.Classifier(clf_config, None)
-    variables = jax.eval_shape(lambda: export.init_variables(clf_config, jax.random.key(0)))
+    clf = classifier.Classifier(clf_config, None)
+    variables = jax.eval_shape(lambda: classifier.init_variables(clf_config, jax.random.key(0)))
     x, y, idx = sds((batch, *ds.image_shape)), sds((batch,), jnp.int32), sds((batch,), jnp.int32)
 
     def keys(i):
-        return attacks.example_keys(0, i, stream=robustness.STREAM_ATTACK)
+        return judging.example_keys(0, i, stream=robustness.STREAM_ATTACK)
 
     def fwd(v, i, xx):
         return parallel.per_example(lambda k, xi: clf.apply(v, k, xi))(keys(i), xx)
@@ -168,12 +169,12 @@ def padded(n: int, batch: int) -> int:
 
 def attack_counts(cfg: Any, clf_config: dict[str, Any]) -> dict[str, Any]:
     """Forward / forward+backward passes per attacked example of the ``config.attack`` grid,
-    read off the job list ``robustness._jobs`` builds (so it follows the code)."""
+    read off the job list ``attack_suite.jobs`` builds (so it follows the code)."""
     acfg = robustness.effective_config(cfg.attack)
-    clf = export.Classifier(clf_config, None)
+    clf = classifier.Classifier(clf_config, None)
     variants = robustness.make_variants(clf, acfg) if acfg.ensemble else {}
     dummy = (lambda k, x: x)
-    jobs = robustness._jobs(acfg, dummy, variants, dummy if acfg.transfer else None)
+    jobs = attack_suite.jobs(acfg, dummy, variants, dummy if acfg.transfer else None)
     M = acfg.judge_draws
     c = {"fwd": 0, "grad": 0, "grad_bptr": 0, "grad_transfer": 0}
     rows = []
@@ -232,7 +233,7 @@ def estimate(name: str, overrides: dict[str, Any] | None = None) -> dict[str, An
             node = node[p]
         with cfg.unlocked():
             node[last] = value
-    config.validate(cfg, device_count=1)
+    config_checks.validate(cfg, device_count=1)
     ds = dataset(cfg)
     n_train, n_test, _ = SPLITS[cfg.dataset.name]
     modes = pipeline.plan(cfg, "all")
@@ -252,7 +253,7 @@ def estimate(name: str, overrides: dict[str, Any] | None = None) -> dict[str, An
 
     ab = cfg.attack.batch_size
     snn = pass_flops(clf_config, ds, ab)
-    bptr = pass_flops(export.Classifier(clf_config, None).with_neuron(grad_mode="bptr").config, ds, ab)
+    bptr = pass_flops(classifier.Classifier(clf_config, None).with_neuron(grad_mode="bptr").config, ds, ab)
     ann = pass_flops(twin_config, ds, ab)
 
     n_eval = padded(n_test, cfg.eval.batch_size)
@@ -333,7 +334,7 @@ def memory_proxy(name: str, gpus: tuple[int, ...] = (1, 8)) -> dict[str, Any]:
     cfg = config.from_file(name)
     ds = dataset(cfg)
     clf, state, extra, step = _step_parts(cfg, ds)
-    variables = jax.eval_shape(lambda: export.init_variables(clf.config, jax.random.key(0)))
+    variables = jax.eval_shape(lambda: classifier.init_variables(clf.config, jax.random.key(0)))
     shape = ds.image_shape
     M, draws = cfg.eval.draws, min(cfg.certify.batch, cfg.certify.n)
     ekey = jax.random.key(3)

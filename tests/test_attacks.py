@@ -11,7 +11,7 @@ import optax
 import pytest
 from sklearn.datasets import load_digits
 
-from rsc_jax import attacks, coding, metrics
+from rsc_jax import attacks, backend, coding, judging, metrics
 
 SIGMA, T = 0.2, 4
 
@@ -63,12 +63,12 @@ def trained():
         params, opt = step(params, opt, jax.random.key(i))
     fn = functools.partial(_mlp_logits, params)
     idx = jnp.arange(N_EVAL)
-    ak = attacks.example_keys(0, idx, stream=0)
-    jk = attacks.example_keys(0, idx, stream=1)
+    ak = judging.example_keys(0, idx, stream=0)
+    jk = judging.example_keys(0, idx, stream=1)
 
     @jax.jit
     def evaluate(xa, y):
-        j = attacks.judge(fn, jk, xa, y, draws=8)
+        j = judging.judge(fn, jk, xa, y, draws=8)
         return {"acc": j["correct_avg"].mean(), "margin": j["margin"].mean()}
 
     pgd = jax.jit(lambda fn_, x, y, steps: attacks.pgd(fn_, ak, x, y, eps=EPS, step_size=EPS / 4,
@@ -188,7 +188,7 @@ def test_square_attack_query_based_beats_noise_and_respects_ball(trained):
 
 def test_ensemble_attack_keeps_strongest_variant(trained):
     fn, x, y, ev = trained["fn"], trained["x"], trained["y"], trained["evaluate"]
-    sk = attacks.example_keys(0, jnp.arange(N_EVAL), stream=2)
+    sk = judging.example_keys(0, jnp.arange(N_EVAL), stream=2)
     masked = lambda k, xx: fn(k, jax.lax.stop_gradient(xx))     # zero input gradient
     acc_good = float(ev(trained["pgd"](fn, x, y, 10), y)["acc"])
     xe, choice = jax.jit(lambda k, x, y: attacks.ensemble_attack(
@@ -207,7 +207,7 @@ def test_ensemble_attack_keeps_strongest_variant(trained):
 def test_eot_grad_is_mean_of_single_draw_grads_and_per_example_autodiff():
     fn = _random_model()
     x, y = _rand_batch(5)
-    keys = attacks.example_keys(4, jnp.arange(5))
+    keys = judging.example_keys(4, jnp.arange(5))
     K = 4
     g, g1 = jax.jit(lambda k: (attacks.eot_grad(fn, k, x, y, eot=K),
                                attacks.eot_grad(fn, k, x, y, eot=1)))(keys)
@@ -236,7 +236,7 @@ def test_unrolled_draws_run_one_after_another():
         return jnp.tanh(h * 1.5) @ v
 
     x, y = _rand_batch(64)
-    keys = attacks.example_keys(0, jnp.arange(64))
+    keys = judging.example_keys(0, jnp.arange(64))
     temp = {K: jax.jit(functools.partial(attacks.eot_grad, fn, eot=K, unroll=True)).lower(keys, x, y)
             .compile().memory_analysis().temp_size_in_bytes for K in (1, 8)}
     assert temp[8] <= 1.5 * temp[1], temp
@@ -245,12 +245,12 @@ def test_unrolled_draws_run_one_after_another():
 def test_unrolled_loops_give_the_same_iterates(monkeypatch, norm="l2"):
     fn = _random_model()
     x, y = _rand_batch(6)
-    keys = attacks.example_keys(7, jnp.arange(6))
+    keys = judging.example_keys(7, jnp.arange(6))
     kw = dict(eps=0.1 if norm == "linf" else 1.0, step_size=0.03 if norm == "linf" else 0.3, steps=3, eot=2,
               norm=norm)
     # With the bound at 4, the default (None) falls between: 3 * 2 > 4 gradients, so the
     # steps loop; 2 <= 4 draws, so they are unrolled inside its body (on the CPU).
-    monkeypatch.setattr(attacks, "AUTO_UNROLL_MAX", 4)
+    monkeypatch.setattr(backend, "AUTO_UNROLL_MAX", 4)
     lowered = {u: jax.jit(lambda k, u=u: attacks.pgd(fn, k, x, y, unroll=u, **kw)).lower(keys)
                for u in (False, None, True)}
     # One loop fewer per unrolled level (the PRNG keeps its own loops, outside the body).
@@ -264,15 +264,15 @@ def test_unrolled_loops_give_the_same_iterates(monkeypatch, norm="l2"):
     assert float(jnp.abs(loop - x).max()) > 0.5 * kw["step_size"]      # the attack moved
     # The automatic rule: unroll on the CPU for steps * eot <= AUTO_UNROLL_MAX, never when told not to.
     monkeypatch.undo()
-    assert attacks.should_unroll(None, attacks.AUTO_UNROLL_MAX) == (jax.default_backend() == "cpu")
-    assert not attacks.should_unroll(None, attacks.AUTO_UNROLL_MAX + 1)
-    assert attacks.should_unroll(True, 10_000) and not attacks.should_unroll(False, 1)
+    assert backend.should_unroll(None, backend.AUTO_UNROLL_MAX) == (jax.default_backend() == "cpu")
+    assert not backend.should_unroll(None, backend.AUTO_UNROLL_MAX + 1)
+    assert backend.should_unroll(True, 10_000) and not backend.should_unroll(False, 1)
 
 
 def test_common_random_numbers_changes_draws_only():
     fn = _random_model()
     x, y = _rand_batch(4)
-    k = attacks.example_keys(0, jnp.arange(4))
+    k = judging.example_keys(0, jnp.arange(4))
 
     @jax.jit
     def run(k):
@@ -291,7 +291,7 @@ def test_common_random_numbers_changes_draws_only():
 def test_results_independent_of_batch_size():
     fn = _random_model()
     x, y = _rand_batch(12, seed=5)
-    keys = attacks.example_keys(7, jnp.arange(12))
+    keys = judging.example_keys(7, jnp.arange(12))
 
     @jax.jit
     def all_attacks(k, x, y):
@@ -299,7 +299,7 @@ def test_results_independent_of_batch_size():
                 "pgd_l2": attacks.pgd(fn, k, x, y, eps=0.5, step_size=0.2, steps=2, norm="l2"),
                 "fgsm": attacks.fgsm(fn, k, x, y, eps=0.1),
                 "square": attacks.square(fn, k, x, y, eps=0.1, queries=8, p_init=0.3),
-                "judge": attacks.judge(fn, k, x, y, draws=3)["correct_single"]}
+                "judge": judging.judge(fn, k, x, y, draws=3)["correct_single"]}
 
     full = all_attacks(keys, x, y)
     parts = [all_attacks(keys[i:i + 4], x[i:i + 4], y[i:i + 4]) for i in range(0, 12, 4)]
@@ -331,8 +331,8 @@ def test_judge_single_vs_averaged():
         return z + jax.random.normal(key, z.shape)
     x = jnp.zeros((400, 2, 2, 1))
     y = jnp.zeros((400,), jnp.int32)
-    keys = attacks.example_keys(0, jnp.arange(400))
-    r = jax.jit(lambda k: attacks.judge(fn, k, x, y, draws=16))(keys)
+    keys = judging.example_keys(0, jnp.arange(400))
+    r = jax.jit(lambda k: judging.judge(fn, k, x, y, draws=16))(keys)
     single, avg = float(r["correct_single"].mean()), float(r["correct_avg"].mean())
     assert 0.45 < single < 0.75                    # single-draw accuracy of a noisy classifier
     assert avg > single + 0.2                      # averaging 16 draws denoises
@@ -382,7 +382,7 @@ def test_pgd_bad_arguments(kwargs, match):
     (attacks.square, dict(queries=0), r"queries=0"),
     (attacks.square, dict(eps=-0.5), r"eps=-0\.5"),
     (attacks.square, dict(p_init=1.5), r"p_init=1\.5"),
-    (attacks.judge, dict(draws=0), r"draws=0"),
+    (judging.judge, dict(draws=0), r"draws=0"),
 ])
 def test_other_bad_arguments(fn, kwargs, match):
     x, y = _rand_batch(2)
@@ -393,7 +393,7 @@ def test_other_bad_arguments(fn, kwargs, match):
 def test_eot_grad_bad_argument():
     x, y = _rand_batch(2)
     with pytest.raises(ValueError, match="eot=0"):
-        attacks.eot_grad(_never_called, attacks.example_keys(0, jnp.arange(2)), x, y, eot=0)
+        attacks.eot_grad(_never_called, judging.example_keys(0, jnp.arange(2)), x, y, eot=0)
 
 
 # --------------------------------------------------------------------------- metrics

@@ -1,4 +1,5 @@
-"""rsc_jax.backend: per-backend compiler options and the lazy ``jit`` wrapper.
+"""rsc_jax.backend: per-backend compiler options, the lazy ``jit`` wrapper, and the
+package's other CPU-only decisions (made there and nowhere else).
 
 The options change which XLA:CPU kernels run the convolutions (Eigen's instead of
 YNNPACK's); these tests check that they take effect, that the numbers stay those of
@@ -7,6 +8,7 @@ plain ``jax.jit`` to float32 summation-order noise, and that the wrapper behaves
 """
 
 import functools
+import pathlib
 import re
 
 import jax
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import rsc_jax
 from rsc_jax import backend, models
 
 cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are XLA:CPU's")
@@ -91,3 +94,16 @@ def test_jit_defers_the_backend_choice_to_first_use(monkeypatch):
     f(1.0)
     f(2.0)
     assert seen == [None]                                  # chosen once, on first use
+
+
+def test_cpu_decisions_follow_the_backend():
+    on_cpu = jax.default_backend() == "cpu"
+    assert backend.on_cpu() == backend.widen_residual_in_cond() == on_cpu
+    assert backend.should_unroll(None, backend.AUTO_UNROLL_MAX) == on_cpu
+
+
+def test_backend_is_asked_in_backend_py_only():
+    """Every "am I on the CPU" decision of the package goes through ``rsc_jax.backend``."""
+    root = pathlib.Path(rsc_jax.__file__).parent
+    asking = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "default_backend(" in p.read_text())
+    assert asking == ["backend.py"], asking

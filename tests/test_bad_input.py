@@ -18,7 +18,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from rsc_jax import attacks, certify, config, data, export, parallel, pipeline, robustness, train
+from rsc_jax import attacks, classifier, config, config_checks, data, export, parallel, pipeline, train
+from rsc_jax.evaluators import certification, clean, robustness
+from rsc_jax.validation import ConfigError
 from tests.conftest import ROOT
 from tests.helpers import with_changes
 
@@ -32,8 +34,8 @@ def tripwires(monkeypatch):
         def f(*a, **k):
             raise AssertionError(f"{name} was reached: the bad input was not refused first")
         return f
-    for mod, name in [(train, "train"), (train, "evaluate"), (export, "init_variables"),
-                      (robustness, "run"), (certify, "run")]:
+    for mod, name in [(train, "train"), (clean, "run"), (classifier, "init_variables"),
+                      (robustness, "run"), (certification, "run")]:
         monkeypatch.setattr(mod, name, trip(f"{mod.__name__}.{name}"))
 
 
@@ -115,7 +117,7 @@ def test_every_field_refuses_a_wrong_type(field, value, tripwires, workdir):
     except TypeError as e:
         assert f"'{name}'" in str(e), str(e)
         return
-    with pytest.raises((config.ConfigError, TypeError, ValueError)) as e:
+    with pytest.raises((ConfigError, TypeError, ValueError)) as e:
         pipeline.run(c, str(workdir), "all", progress=False)
     assert name in str(e.value), str(e.value)
     workdir.check()
@@ -130,15 +132,15 @@ RANGE_CASES = [
     ("model.name", "vgg12", "allowed"), ("model.dtype", "float16", "allowed"), ("model.width", -1.0, "> 0"),
     ("neuron.surrogate", "relu", "allowed"), ("neuron.reset", "zero", "allowed"),
     ("neuron.grad_mode", "rate", "allowed"), ("neuron.tau", 0.5, ">= 1"), ("neuron.v_th", -1.0, "> 0"),
-    ("neuron.alpha", -1.0, ">= 0"), ("coding.method", "gauss", "allowed"), ("coding.T", 0, "> 0"),
-    ("coding.sigma", -0.1, ">= 0"), ("coding.sigma", float("nan"), ">= 0"),
+    ("neuron.alpha", -1.0, ">= 0"), ("coding.method", "gauss", "allowed"), ("coding.T", 0, ">= 1"),
+    ("coding.sigma", -0.1, "> 0"), ("coding.sigma", float("nan"), "> 0"), ("coding.sigma", 0.0, "> 0"),
     ("train.optimizer", "lamb", "allowed"), ("train.schedule", "step", "allowed"),
-    ("train.batch_size", 0, "> 0"), ("train.batch_size", -64, "> 0"), ("train.lr", 0.0, "> 0"),
+    ("train.batch_size", 0, ">= 1"), ("train.batch_size", -64, ">= 1"), ("train.lr", 0.0, "> 0"),
     ("train.lr", float("nan"), "> 0"), ("train.momentum", 1.0, "[0, 1)"), ("train.momentum", -0.1, "[0, 1)"),
     ("train.weight_decay", -1e-4, ">= 0"), ("train.epochs", -1, ">= 0"), ("train.warmup_steps", -1, ">= 0"),
-    ("train.log_every", 0, "> 0"), ("train.checkpoint_every", 0, "> 0"), ("train.keep_checkpoints", 0, "> 0"),
+    ("train.log_every", 0, ">= 1"), ("train.checkpoint_every", 0, ">= 1"), ("train.keep_checkpoints", 0, ">= 1"),
     ("train.num_devices", -1, ">= 0"), ("train.num_devices", 99, "has 1 devices"),
-    ("eval.batch_size", 0, "> 0"), ("eval.draws", 0, "> 0"),
+    ("eval.batch_size", 0, ">= 1"), ("eval.draws", 0, ">= 1"),
     ("attack.batch_size", 0, "batch_size"), ("attack.steps", -1, "steps"), ("attack.eot", 0, "eot"),
     ("attack.judge_draws", 0, "judge_draws"), ("attack.num_examples", 0, "num_examples"),
     ("certify.n", 0, "n="), ("certify.n0", 0, "n0"), ("certify.alpha", 1.5, "alpha"),
@@ -152,7 +154,7 @@ RANGE_CASES = [
 def test_every_range_is_checked_before_compiling(field, value, allowed, tripwires, workdir):
     c = _tiny()
     _set(c, field, value)
-    with pytest.raises(config.ConfigError) as e:
+    with pytest.raises(ConfigError) as e:
         pipeline.run(c, str(workdir), "all", progress=False)
     msg = str(e.value)
     assert field in msg and allowed in msg, msg          # e.g. "config.train.lr=0.0 is not allowed; ..."
@@ -182,7 +184,7 @@ COMBO_CASES = [
 @pytest.mark.parametrize("name,kv,mode,match", COMBO_CASES, ids=[c[0] for c in COMBO_CASES])
 def test_inconsistent_combinations(name, kv, mode, match, tripwires, workdir):
     c = _combo(_tiny(), **kv)
-    with pytest.raises(config.ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match):
         pipeline.run(c, str(workdir), mode, progress=False)
     workdir.check()
 
@@ -191,8 +193,8 @@ def test_inconsistent_combinations(name, kv, mode, match, tripwires, workdir):
 def test_batch_not_divisible_by_four_devices(field):
     c = _tiny()
     _set(c, field, 30)
-    with pytest.raises(config.ConfigError, match=rf"config.{field}=30 .*divisible by the device count 4"):
-        config.validate(c, device_count=4)
+    with pytest.raises(ConfigError, match=rf"config.{field}=30 .*divisible by the device count 4"):
+        config_checks.validate(c, device_count=4)
 
 
 # --------------------------------------------------------------------------- npz files
@@ -249,11 +251,11 @@ def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     out = {}
     for name, width in (("narrow", 0.25), ("wide", 0.5)):
-        cc = export.classifier_config(
+        cc = classifier.classifier_config(
             model={"name": "convnet", "spiking": True, "overrides": {"width": width}},
             coding_cfg={"method": "rsc2", "sigma": 0.2, "T": 2},
             dataset={"name": "npz", "num_classes": 3, "image_shape": [5, 5, 1], "mean": [0.5], "std": [0.25]})
-        clf = export.Classifier(cc, export.init_variables(cc, jax.random.key(0)))
+        clf = classifier.Classifier(cc, classifier.init_variables(cc, jax.random.key(0)))
         out[name] = export.save(str(root / name), clf)
     return out
 
@@ -276,7 +278,7 @@ def test_export_of_another_architecture(exports, tmp_path):
 ])
 def test_export_does_not_fit_the_data(mode, case, change, match, exports, tmp_path, tripwires, workdir):
     c = _combo(_tiny(), dataset__name="npz", dataset__path=_npz(tmp_path, change))
-    with pytest.raises(export.ExportError, match=match):
+    with pytest.raises(classifier.InputError, match=match):
         pipeline.run(c, str(workdir), mode, export_path=exports["narrow"], progress=False)
     workdir.check()
 
@@ -300,25 +302,25 @@ def test_images_outside_unit_interval(name, value, exports, tmp_path):
     x = np.full((4, 5, 5, 1), 0.5, np.float32)
     x[1, 2, 2, 0] = value
     y = np.array([0, 1, 2, 0])
-    with pytest.raises(export.ExportError, match=r"\[0, 1\]"):
+    with pytest.raises(classifier.InputError, match=r"\[0, 1\]"):
         clf.logits(jax.random.key(0), x)                         # host array: checked before tracing
-    with pytest.raises(export.ExportError, match=r"\[0, 1\]"):
-        export.check_inputs(clf.config, x, y)
+    with pytest.raises(classifier.InputError, match=r"\[0, 1\]"):
+        classifier.check_inputs(clf.config, x, y)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         attacks.pgd(clf.logits, jax.random.key(0), x, y, eps=0.1, steps=1)
-    c = robustness.default_config()
+    c = config.attack()
     c.batch_size = 4
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         robustness.run(clf, x, y, c, workdir=str(tmp_path), mesh=parallel.make_mesh(1), progress=False)
-    cc = certify.default_config()
+    cc = config.certify()
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        certify.run(clf, x, y, cc, workdir=str(tmp_path), mesh=parallel.make_mesh(1), progress=False)
+        certification.run(clf, x, y, cc, workdir=str(tmp_path), mesh=parallel.make_mesh(1), progress=False)
     assert not os.listdir(tmp_path)                              # nothing was written
 
 
 def test_uint8_images_refused_by_logits(exports):
     clf = export.load(exports["narrow"])
-    with pytest.raises((export.ExportError, TypeError), match="uint8"):
+    with pytest.raises((classifier.InputError, TypeError), match="uint8"):
         clf.logits(jax.random.key(0), np.zeros((2, 5, 5, 1), np.uint8))
 
 

@@ -25,7 +25,8 @@ import pytest
 import scipy.stats
 
 from rsc_jax import certify as C
-from rsc_jax import coding, parallel
+from rsc_jax import coding, config, config_checks, parallel, report
+from rsc_jax.evaluators import certification
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -88,7 +89,7 @@ def toy_data(num: int = 6, seed: int = 1):
 
 
 def small_cfg(**kw):
-    cfg = C.default_config()
+    cfg = config.certify()
     cfg.n0, cfg.n, cfg.alpha, cfg.batch, cfg.image_batch, cfg.num_examples = 16, 200, 0.01, 64, 4, -1
     cfg.radii = [0.0, 0.1, 0.2, 0.3]
     for k, v in kw.items():
@@ -293,10 +294,11 @@ import json, sys
 sys.path[:0] = [{root!r}, {here!r}]
 import jax
 assert jax.device_count() == 4, jax.devices()
-from rsc_jax import certify as C, parallel
+from rsc_jax import parallel
+from rsc_jax.evaluators import certification
 from test_certify import ToyClassifier, toy_data, small_cfg
 images, labels = toy_data(6)
-res = C.run(ToyClassifier(), images, labels, small_cfg(image_batch=4), workdir={wd!r},
+res = certification.run(ToyClassifier(), images, labels, small_cfg(image_batch=4), workdir={wd!r},
             mesh=parallel.make_mesh(4), progress=False)
 print(json.dumps(res["settings"]))
 """
@@ -317,7 +319,7 @@ def test_one_vs_four_devices(tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1])["devices"] == 4
     wd1 = str(tmp_path / "one")
     images, labels = toy_data(6)
-    C.run(ToyClassifier(), images, labels, small_cfg(image_batch=2), workdir=wd1,
+    certification.run(ToyClassifier(), images, labels, small_cfg(image_batch=2), workdir=wd1,
           mesh=parallel.make_mesh(1), progress=False)
     a, b = _read_jsonl(os.path.join(wd4, "certify.jsonl")), _read_jsonl(os.path.join(wd1, "certify.jsonl"))
     assert len(a) == len(b) == 6
@@ -347,7 +349,7 @@ def test_refuses_poisson_and_direct(method, tmp_path):
     images, labels = toy_data(4)
     wd = tmp_path / "w"
     with pytest.raises(ValueError, match=f"config.coding.method='{method}' cannot be certified"):
-        C.run(clf, images, labels, small_cfg(), workdir=str(wd), mesh=parallel.make_mesh(1),
+        certification.run(clf, images, labels, small_cfg(), workdir=str(wd), mesh=parallel.make_mesh(1),
               progress=False)
     assert clf.calls == 0 and not wd.exists()
 
@@ -356,7 +358,7 @@ def test_refuses_poisson_and_direct(method, tmp_path):
     (dict(alpha=0.0), "alpha=0.0"), (dict(alpha=1.0), "alpha=1.0"), (dict(alpha=-0.1), "alpha"),
     (dict(n0=0), "n0=0"), (dict(n=0), "n=0"), (dict(n=2.5), "n=2.5"),
     (dict(sigma=0.0), "sigma=0.0"), (dict(sigma=-1.0), "sigma=-1.0"),
-    (dict(batch=0), "batch=0"), (dict(coding="gauss"), "coding='gauss' is not a known"),
+    (dict(batch=0), "batch=0"), (dict(coding="gauss"), "coding='gauss' is not allowed"),
     (dict(T=0), "T=0")])
 def test_certify_bad_arguments(kw, match):
     args = dict(sigma=0.5, coding="rsc1", T=1, n0=10, n=10, alpha=0.01, batch=10) | kw
@@ -375,12 +377,12 @@ def test_predict_bad_arguments(kw, match):
                                          ("image_batch", 0), ("num_examples", 0), ("seed", -1),
                                          ("radii", [0.5, 0.25]), ("radii", [])])
 def test_validate_config_names_field(field, value):
-    C.validate_config(C.default_config())                  # the defaults are valid
-    cfg = C.default_config()
+    config_checks.check_certify(config.certify())                  # the defaults are valid
+    cfg = config.certify()
     with cfg.unlocked():
         cfg[field] = value
     with pytest.raises(ValueError, match=f"config.certify.{field}"):
-        C.validate_config(cfg)
+        config_checks.check_certify(cfg)
 
 
 def test_run_rejects_image_batch_not_divisible(tmp_path):
@@ -391,7 +393,7 @@ def test_run_rejects_image_batch_not_divisible(tmp_path):
         class devices:                                      # noqa: N801
             size = 3
     with pytest.raises(ValueError, match="config.certify.image_batch=4"):
-        C.run(ToyClassifier(), images, labels, small_cfg(), workdir=str(tmp_path),
+        certification.run(ToyClassifier(), images, labels, small_cfg(), workdir=str(tmp_path),
               mesh=FakeMesh(), progress=False)
 
 
@@ -405,7 +407,7 @@ def test_run_writes_files(tmp_path):
     images[:, 0, 0, 0] = np.linspace(0, 1, 7)             # a spread of margins
     cfg = small_cfg(image_batch=4, seed=5)                 # 7 images: last batch padded
     wd = str(tmp_path)
-    res = C.run(clf, images, labels, cfg, workdir=wd, mesh=parallel.make_mesh(1), progress=False)
+    res = certification.run(clf, images, labels, cfg, workdir=wd, mesh=parallel.make_mesh(1), progress=False)
     rows = _read_jsonl(os.path.join(wd, "certify.jsonl"))
     assert [r["index"] for r in rows] == list(range(7))
     # the same numbers as CERTIFY called directly with the run's seed and indices
@@ -441,7 +443,7 @@ def test_run_writes_files(tmp_path):
     assert res["images_per_second"] > 0
     with open(os.path.join(wd, "certified.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    md = C.markdown(res)
+    md = report.certification_markdown(res)
     assert "Certified robustness" in md and f"{res['acr']:.3f}" in md
     assert "sqrt(T)" in md and "certified.png" in md
     assert md.count("|") >= 2 * (len(res["radii"]) + 1)
@@ -451,7 +453,7 @@ def test_run_num_examples_and_uint8(tmp_path):
     clf = ToyClassifier(method="rsc1", sigma=0.5, T=1)
     images, labels = toy_data(6)
     u8 = np.round(images * 255).astype(np.uint8)
-    res = C.run(clf, u8, labels, small_cfg(num_examples=3, image_batch=2), workdir=str(tmp_path),
+    res = certification.run(clf, u8, labels, small_cfg(num_examples=3, image_batch=2), workdir=str(tmp_path),
                 mesh=parallel.make_mesh(1), progress=False)
     assert res["num_examples"] == 3
     assert len(_read_jsonl(os.path.join(tmp_path, "certify.jsonl"))) == 3

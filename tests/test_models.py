@@ -93,3 +93,21 @@ def test_bad_names_and_overrides():
     with pytest.raises(ValueError, match="num_classes=1"):
         models.create("vgg11", num_classes=1)
     assert "sew_resnet34" in models.names() and "convnet" in models.names()
+
+
+@pytest.mark.parametrize("name,shape,remat", [("convnet", (8, 8, 1), False), ("convnet", (8, 8, 1), True),
+                                              ("resnet19", (8, 8, 3), True), ("sew_resnet18", (32, 32, 3), False)])
+def test_every_conv_runs_the_models_conv_field(name, shape, remat):
+    """The ``conv_general_dilated`` field reaches every conv (the lean path's spike-input
+    convs included); its default is the formulation the models always used."""
+    calls = []
+
+    def counting(*args, **kw):
+        calls.append(args[1].shape)
+        return models.conv_formulations.conv_general_dilated(*args, **kw)
+    m = models.create(name, num_classes=7, remat=remat, width=0.125)
+    assert m.conv_general_dilated is models.conv_formulations.conv_general_dilated
+    x = jnp.zeros((2, 2) + shape)
+    v = jax.eval_shape(lambda: m.clone(conv_general_dilated=counting).init(jax.random.key(0), x))
+    kernels = [a.shape for a in jax.tree.leaves(v["params"]) if a.ndim == 4]
+    assert sorted(calls) == sorted(kernels) and len(kernels) >= 3

@@ -1,10 +1,12 @@
 """Numerics of the optimised paths against the plain ones (docs/PERFORMANCE.md).
 
-- layers.conv_general_dilated (tap by tap on small maps, custom VJPs) == lax.conv_general_dilated,
-  values and gradients, for the shapes, strides and paddings the models use;
+- conv_formulations.conv_general_dilated (tap by tap on small maps, custom VJPs) ==
+  lax.conv_general_dilated, values and gradients, for the shapes, strides and paddings the
+  models use;
 - the unrolled LIF the models run == the lax.scan reference (unroll=1), bit for bit;
-- a model built with the fast conv == the same parameters through plain nn.Conv;
-- the lean remat path (layers.bn_lif, layers.conv_spike_residual) == the plain path:
+- a model built with the fast conv == the same model with lax's conv (its
+  ``conv_general_dilated`` field), and == the same parameters through plain nn.Conv;
+- the lean remat path (lean.bn_lif, lean.conv_spike_residual) == the plain path:
   same variables, forward bit for bit, gradients to float32 rounding.
 """
 
@@ -16,14 +18,14 @@ import pytest
 from jax import lax
 
 from rsc_jax import models, neurons
-from rsc_jax.models import layers
+from rsc_jax.models import conv_formulations, layers, lean
 
 DN = ("NHWC", "HWIO", "NHWC")
 
 
 def _both(x, k, stride, padding):
     dn = lax.conv_dimension_numbers(x.shape, k.shape, DN)
-    fast = lambda x, k: layers.conv_general_dilated(x, k, (stride, stride), padding, dimension_numbers=dn)
+    fast = lambda x, k: conv_formulations.conv_general_dilated(x, k, (stride, stride), padding, dimension_numbers=dn)
     ref = lambda x, k: lax.conv_general_dilated(x, k, (stride, stride), padding, dimension_numbers=dn)
     return fast, ref
 
@@ -64,7 +66,7 @@ def test_fast_conv_matches_lax_values_and_grads(hw, cin, cout, kernel, stride, p
 
 
 def test_direct_conv_input_gradient_in_a_loop_keeps_hwio_kernels():
-    """The point of ``layers._direct_conv``: inside a ``while`` body (PGD, EOT) lax's
+    """The point of ``conv_formulations._direct_conv``: inside a ``while`` body (PGD, EOT) lax's
     input gradient compiled to a conv with ``01oi`` kernel labels, which XLA:CPU ran on
     its generic path ~3x slower; ours keeps every kernel HWIO (labels ``01io``)."""
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
@@ -79,7 +81,7 @@ def test_direct_conv_input_gradient_in_a_loop_keeps_hwio_kernels():
         step = lambda i, x: x + 1e-3 * jnp.sign(jax.grad(loss)(x))
         f = jax.jit(lambda x: jax.lax.fori_loop(0, 3, step, x))
         return f(x), f.lower(x).compile().as_text()
-    (y_ours, ours), (y_lax, plain) = hlo(layers.conv_general_dilated), hlo(lax.conv_general_dilated)
+    (y_ours, ours), (y_lax, plain) = hlo(conv_formulations.conv_general_dilated), hlo(lax.conv_general_dilated)
     np.testing.assert_allclose(y_ours, y_lax, rtol=1e-6, atol=1e-6)
     assert "01io->" in ours and "01oi->" not in ours
     if jax.default_backend() == "cpu":
@@ -133,21 +135,23 @@ def test_unrolled_lif_equals_scan_reference_bit_for_bit(T, reset, surrogate, det
         np.testing.assert_allclose(g_got, g_ref, rtol=1e-5, atol=1e-6)
 
 
-def test_digits_model_fast_path_matches_plain_conv(monkeypatch):
-    """The whole digits convnet (last stage on a 2x2 map): fast conv vs plain lax conv,
-    logits and parameter gradients."""
+def test_digits_model_fast_path_matches_plain_conv():
+    """The whole digits convnet (last stage on a 2x2 map): its default conv vs the same
+    model with lax's conv (the ``conv_general_dilated`` field), logits and parameter
+    gradients."""
     m = models.create("convnet", num_classes=10)
+    plain = m.clone(conv_general_dilated=lax.conv_general_dilated)
+    assert m.conv_general_dilated is conv_formulations.conv_general_dilated
     x = (jax.random.uniform(jax.random.key(0), (2, 3, 8, 8, 1)) > 0.5).astype(jnp.float32)
     v = m.init(jax.random.key(1), x)
 
-    def run():
+    def run(m):
         def loss(p):
             out = m.apply({"params": p, "batch_stats": v["batch_stats"]}, x, train=True, mutable=["batch_stats"])[0]
             return jnp.sum(out ** 2), out
         return jax.jit(jax.grad(loss, has_aux=True))(v["params"])
-    g_fast, out_fast = run()
-    monkeypatch.setattr(layers, "TAP_FORWARD_PIXELS", 0)
-    g_ref, out_ref = run()
+    g_fast, out_fast = run(m)
+    g_ref, out_ref = run(plain)
     np.testing.assert_allclose(out_fast, out_ref, rtol=1e-4, atol=1e-5)
     for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
@@ -155,8 +159,8 @@ def test_digits_model_fast_path_matches_plain_conv(monkeypatch):
 
 # --------------------------------------------------------------------------- lean remat path
 #
-# Spiking models with remat=True run BN + LIF as one custom VJP (layers.bn_lif) and their
-# spike-fed convs keep the input in one byte (layers.conv_spike_residual). The forward
+# Spiking models with remat=True run BN + LIF as one custom VJP (lean.bn_lif) and their
+# spike-fed convs keep the input in one byte (lean.conv_spike_residual). The forward
 # pass is the plain path's operations in their order, so the loss, the spikes, the sown
 # currents and the batch statistics agree bit for bit; the backward pass sums in another
 # order, so gradients agree up to float32 rounding. Tolerance: sums of ~1e4 float32 terms
@@ -275,8 +279,8 @@ def test_conv_spike_residual_matches_conv(hw, cin, cout, kernel, stride, padding
     x = r.astype(jnp.float32) / 4                              # {0, 1/4, ..., 63.75}
     k = jax.random.normal(jax.random.key(1), (kernel, kernel, cin, cout)) / np.sqrt(kernel * kernel * cin)
     dn = lax.conv_dimension_numbers(x.shape, k.shape, DN)
-    ref = lambda x, k: layers.conv_general_dilated(x, k, (stride, stride), padding, dimension_numbers=dn)
-    got = lambda x, k: layers.conv_spike_residual(x, k, (stride, stride), padding, dimension_numbers=dn)
+    ref = lambda x, k: conv_formulations.conv_general_dilated(x, k, (stride, stride), padding, dimension_numbers=dn)
+    got = lambda x, k: lean.conv_spike_residual(x, k, (stride, stride), padding, dimension_numbers=dn)
     np.testing.assert_array_equal(jax.jit(got)(x, k), jax.jit(ref)(x, k))
     w = jax.random.normal(jax.random.key(2), ref(x, k).shape)
     g_ref = jax.jit(jax.grad(lambda x, k: jnp.sum(ref(x, k) * w), argnums=(0, 1)))(x, k)

@@ -337,27 +337,28 @@ _DETERMINISM = r"""
 import json, os, sys, tempfile
 import jax, numpy as np
 sys.path.insert(0, {root!r})
-from rsc_jax import certify, data, export, parallel, train
+from rsc_jax import classifier, config, data, parallel, train
+from rsc_jax.evaluators import certification, clean
 from tests.helpers import tiny_digits_config
 assert jax.device_count() == 4, jax.device_count()
 c = tiny_digits_config()
 ds = data.load(c)
 cc = train.classifier_config(c, ds)
-clf = export.Classifier(cc, export.init_variables(cc, jax.random.key(5)))
+clf = classifier.Classifier(cc, classifier.init_variables(cc, jax.random.key(5)))
 x, y = data.test_arrays(ds)
 x, y = x[:48], y[:48]
 out = {{}}
 for name, n, bs in [("eval_1dev_b8", 1, 8), ("eval_1dev_b8_again", 1, 8), ("eval_1dev_b24", 1, 24),
                     ("eval_4dev_b8", 4, 8), ("eval_4dev_b48", 4, 48)]:
-    out[name] = train.evaluate(clf, x, y, batch_size=bs, draws=2, seed=3, mesh=parallel.make_mesh(n),
+    out[name] = clean.accuracy(clf, x, y, batch_size=bs, draws=2, seed=3, mesh=parallel.make_mesh(n),
                                progress=False)
-cfg = certify.default_config()
+cfg = config.certify()
 cfg.n0, cfg.n, cfg.batch, cfg.num_examples = 8, 64, 32, 8
 for name, n, ib in [("cert_1dev_ib4", 1, 4), ("cert_1dev_ib4_again", 1, 4), ("cert_1dev_ib8", 1, 8),
                     ("cert_4dev_ib4", 4, 4), ("cert_4dev_ib8", 4, 8)]:
     cfg.image_batch = ib
     with tempfile.TemporaryDirectory() as wd:
-        res = certify.run(clf, x, y, cfg, workdir=wd, mesh=parallel.make_mesh(n), progress=False)
+        res = certification.run(clf, x, y, cfg, workdir=wd, mesh=parallel.make_mesh(n), progress=False)
         rows = [json.loads(l) for l in open(os.path.join(wd, "certify.jsonl"))]
     out[name] = {{"result": res, "rows": rows}}
 print("RESULT" + json.dumps(out))
@@ -387,7 +388,7 @@ def test_evaluation_and_certification_deterministic_across_runs_batches_devices(
 @pytest.mark.slow
 def test_attack_json_identical_when_run_twice(tmp_path):
     """The robustness runner (toy RSC-II classifier) gives the same JSON twice."""
-    from rsc_jax import robustness
+    from rsc_jax.evaluators import robustness
     from tests.test_robustness import reduced_config, toy_setup
     clf, variants, transfer, x, y = toy_setup()
     res = [strip_clock(robustness.run(clf, x, y, reduced_config(8), workdir=str(tmp_path / str(i)),

@@ -1,4 +1,5 @@
-"""Tests of rsc_jax.robustness: config, runner outputs, checks, batch/device invariance."""
+"""Tests of the robustness evaluator (rsc_jax.evaluators.robustness, attack_suite, masking):
+config, runner outputs, checks, batch/device invariance."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from rsc_jax import attacks, coding, metrics, parallel, robustness
+from rsc_jax import coding, config, config_checks, judging, metrics, parallel, report
+from rsc_jax.evaluators import masking, robustness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +49,7 @@ class ToyClassifier:
     def logits(self, key, x):
         if self.stop_grad:
             x = jax.lax.stop_gradient(x)
-        s = coding.encode(key, x, method="rsc2", T=self.T, sigma=self.sigma)
+        s = coding.encode(key, x, method="rsc2" if self.sigma else "direct", T=self.T, sigma=self.sigma)
         return (s.reshape(self.T, x.shape[0], -1) @ self.W + self.b).mean(0)
 
 
@@ -63,7 +65,7 @@ def toy_setup():
 
 
 def tiny_config(batch_size: int = 8):
-    c = robustness.default_config()
+    c = config.attack()
     c.eps_grid = (0.0, 0.05, 0.1)
     c.strong_eps = (0.1,)
     c.step_size = 0.025
@@ -144,8 +146,8 @@ def test_runner_writes_json_png_and_markdown(run8, setup):
     clean = rows[0]
     assert clean["name"] == "clean"
     # Clean accuracy equals a direct judge on the judge stream (stream 1).
-    jk = attacks.example_keys(3, jnp.arange(24), stream=robustness.STREAM_JUDGE)
-    direct = attacks.judge(clf.logits, jk, jnp.asarray(x[:24]), jnp.asarray(y[:24]), draws=2)
+    jk = judging.example_keys(3, jnp.arange(24), stream=robustness.STREAM_JUDGE)
+    direct = judging.judge(clf.logits, jk, jnp.asarray(x[:24]), jnp.asarray(y[:24]), draws=2)
     assert clean["acc_avg"] == pytest.approx(float(direct["correct_avg"].mean()), abs=1e-6)
     assert clean["acc_single"] == pytest.approx(float(direct["correct_single"].mean()), abs=1e-6)
     assert clean["acc_avg"] > 0.8
@@ -197,7 +199,7 @@ def test_runner_writes_json_png_and_markdown(run8, setup):
     for c in res["checks"]:
         if c["name"].startswith("monotone/"):
             assert (c["status"] == "pass") == (c["max_rise"] <= 0.02)
-    md = robustness.markdown(res)
+    md = report.robustness_markdown(res)
     assert "## Adversarial robustness" in md and "![robustness](robustness.png)" in md
     assert "| pgd-2 | linf | 0.1 |" in md
     for c in res["checks"]:
@@ -238,7 +240,8 @@ _SUBPROCESS = textwrap.dedent("""
     assert jax.device_count() == 4, jax.device_count()
     sys.path.insert(0, {tests!r})
     import test_robustness as t
-    from rsc_jax import parallel, robustness
+    from rsc_jax import parallel
+    from rsc_jax.evaluators import robustness
     clf, variants, transfer, x, y = t.toy_setup()
     with tempfile.TemporaryDirectory() as wd:
         r = robustness.run(clf, x, y, t.reduced_config(8), workdir=wd, mesh=parallel.make_mesh(4),
@@ -267,7 +270,7 @@ def test_runner_identical_for_1_and_4_devices_subprocess(run8):
 
 def _synthetic(pgd7=0.5, pgd50=0.3, eot=0.45, transfer=0.2, square=0.6, sanity=0.3, grad=0.5,
                curve=(0.9, 0.95, 0.5)):
-    cfg = robustness.default_config()
+    cfg = config.attack()
     e = cfg.strong_eps[0]
     row = lambda name, acc, **kw: {"name": name, "eps": e, "norm": "linf", "acc_avg": acc,
                                    "acc_single": acc, **kw}
@@ -277,7 +280,7 @@ def _synthetic(pgd7=0.5, pgd50=0.3, eot=0.45, transfer=0.2, square=0.6, sanity=0
              "acc_avg": sanity, "acc_single": sanity}]
     curves = {"pgd": {"eta": [0, 1, 2], "acc_avg": list(curve), "acc_single": list(curve)}}
     g = {"frac_finite_nonzero": grad, "frac_nan": 0.0, "frac_zero": 1 - grad, "median_norm": 1.0, "eot": 1}
-    return {c["name"]: c for c in robustness._checks(rows, curves, [], g, cfg)}
+    return {c["name"]: c for c in masking.checks(rows, curves, g, cfg)}
 
 
 def test_checks_flag_gradient_masking_symptoms():
@@ -299,7 +302,7 @@ def test_checks_flag_gradient_masking_symptoms():
 def test_markdown_shows_flags(run8):
     res = json.loads(json.dumps(run8[0]))
     res["checks"][0]["status"] = "FLAG"
-    md = robustness.markdown(res, png="figs/rob.png")
+    md = report.robustness_markdown(res, png="figs/rob.png")
     assert "**FLAG**" in md and "![robustness](figs/rob.png)" in md
 
 
@@ -307,8 +310,8 @@ def test_markdown_shows_flags(run8):
 
 
 def test_default_config_values():
-    c = robustness.default_config()
-    robustness.validate_config(c)
+    c = config.attack()
+    config_checks.check_attack(c)
     assert c.eps_grid == pytest.approx((0, 1 / 255, 2 / 255, 4 / 255, 8 / 255))
     assert isinstance(c.eps_grid, tuple) and all(isinstance(e, float) for e in c.eps_grid)
     assert (c.steps, c.strong_steps, c.eot, c.strong_eot, c.judge_draws) == (7, 50, 1, 10, 10)
@@ -318,7 +321,7 @@ def test_default_config_values():
 
 
 def test_quick_config():
-    c = robustness.default_config()
+    c = config.attack()
     c.quick = True
     q = robustness.effective_config(c)
     assert (q.strong_steps, q.strong_eot, q.judge_draws, q.square_queries, q.num_examples) == (20, 4, 4, 100, 256)
@@ -343,18 +346,18 @@ def test_quick_config():
     ("strong_eps", (0.0,), r"config\.attack\.strong_eps"),
 ])
 def test_validate_config_errors(field, value, match):
-    c = robustness.default_config()
+    c = config.attack()
     c[field] = value
     with pytest.raises(ValueError, match=match):
-        robustness.validate_config(c)
+        config_checks.check_attack(c)
 
 
 def test_validate_config_unknown_field_and_run_validates_first(tmp_path):
-    c = robustness.default_config()
+    c = config.attack()
     c.stepz = 3
     with pytest.raises(ValueError, match=r"config\.attack\.stepz=3 .*unknown"):
-        robustness.validate_config(c)
-    c = robustness.default_config()
+        config_checks.check_attack(c)
+    c = config.attack()
     c.steps = 0
 
     class Never:
@@ -382,7 +385,7 @@ def test_make_variants_uses_with_neuron():
             obj.logits = lambda key, x, kw=kw: kw
             return obj
 
-    cfg = robustness.default_config()
+    cfg = config.attack()
     cfg.surrogates = ("sigmoid", "atan")
     cfg.sharp_alpha_factor = 4.0
     v = robustness.make_variants(Fake(), cfg)

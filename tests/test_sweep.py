@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from rsc_jax import config, sweep
+from rsc_jax import config, config_checks, sweep
 
 
 def test_grid_and_overrides():
@@ -53,7 +53,7 @@ def test_paper_sweeps_are_complete_and_valid(name, n_runs, n_jobs):
     sigmas = {r["overrides"].get("coding.sigma") for r in full["runs"] if r["overrides"]["coding.method"] == "rsc2"}
     assert sigmas == set(sweep.PAPER_SIGMAS)
     for run in full["runs"]:                  # every run's config passes validation
-        config.validate(sweep.run_config(full, run, seed=0))
+        config_checks.validate(sweep.run_config(full, run, seed=0))
 
 
 def test_sweep_runs_resumes_and_collects(tmp_path, monkeypatch):

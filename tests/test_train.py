@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rsc_jax import data, export, parallel, train
+from rsc_jax.evaluators import clean
 from tests.conftest import run_python
 from tests.helpers import tiny_digits_config
 
@@ -30,7 +31,7 @@ def test_loss_falls_and_metrics_logged(digits, tmp_path):
     assert last < 0.6 * first, (first, last)
     assert {"loss", "accuracy", "lr", "grad_norm", "epoch", "seconds"} <= set(lines[0])
     x, y = data.test_arrays(digits)
-    r = train.evaluate(clf, x, y, batch_size=120, draws=2, seed=0, mesh=parallel.make_mesh(), progress=False)
+    r = clean.accuracy(clf, x, y, batch_size=120, draws=2, seed=0, mesh=parallel.make_mesh(), progress=False)
     assert r["accuracy"] > 0.5 and len(r["correct"]) == 360
 
 

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from rsc_jax.models import convnet, layers, resnet, vgg  # noqa: F401  (layers: public)
+from rsc_jax import validation
+from rsc_jax.models import conv_formulations, convnet, layers, lean, resnet, vgg  # noqa: F401  (public)
 from rsc_jax.models.layers import Neuron
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
@@ -46,8 +47,8 @@ def create(name: str, *, num_classes: int, spiking: bool = True, **overrides: An
       num_classes: output classes (>= 2).
       spiking: LIF neurons over time (True) or the ANN twin with ReLU (False).
       **overrides: model options ``remat`` (bool; spiking models: the memory-lean
-        BN + LIF backward pass of ``layers.bn_lif`` and one-byte spike residuals of
-        ``layers.conv_spike_residual``, same variables and results; ANN twins:
+        BN + LIF backward pass of ``lean.bn_lif`` and one-byte spike residuals of
+        ``lean.conv_spike_residual``, same variables and results; ANN twins:
         ``nn.remat`` per block),
         ``mean``/``std`` (per-channel normalisation, applied after the coding),
         ``width`` (channel multiplier), ``dtype`` ("float32" or "bfloat16"), and neuron
@@ -57,25 +58,23 @@ def create(name: str, *, num_classes: int, spiking: bool = True, **overrides: An
     Raises:
       ValueError: unknown name or override, or a bad value.
     """
-    if name not in _FACTORIES:
-        raise ValueError(f"model name={name!r} is not known; allowed: {names()}")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes={num_classes!r} is not allowed; num_classes must be an int >= 2")
+    validation.check_choice("model name", name, names())
+    validation.check_int("num_classes", num_classes, 2)
     unknown = sorted(set(overrides) - set(NEURON_FIELDS) - set(MODEL_FIELDS))
     if unknown:
-        raise ValueError(f"model override(s) {unknown} not known; allowed: "
-                         f"{sorted(NEURON_FIELDS + MODEL_FIELDS)}")
+        validation.fail("model overrides", unknown, f"allowed: {sorted(NEURON_FIELDS + MODEL_FIELDS)}")
     neuron = Neuron(**{k: overrides.pop(k) for k in NEURON_FIELDS if k in overrides}).validate()
     kw: dict[str, Any] = {k: overrides[k] for k in ("remat", "width") if k in overrides}
     for k in ("mean", "std"):
         if k in overrides:
             kw[k] = tuple(float(v) for v in overrides[k])
-    if "std" in kw and any(v <= 0 for v in kw["std"]):
-        raise ValueError(f"model std={kw['std']} is not allowed; every std must be > 0")
-    if "width" in kw and not kw["width"] > 0:
-        raise ValueError(f"model width={kw['width']!r} is not allowed; width must be > 0")
+    if "remat" in kw:
+        validation.check_bool("model remat", kw["remat"])
+    if "std" in kw:
+        validation.check_grid("model std", kw["std"], positive=True, increasing=False)
+    if "width" in kw:
+        validation.check_number("model width", kw["width"], low=0.0, low_open=True)
     if "dtype" in overrides:
-        if overrides["dtype"] not in DTYPES:
-            raise ValueError(f"model dtype={overrides['dtype']!r} is not known; allowed: {list(DTYPES)}")
+        validation.check_choice("model dtype", overrides["dtype"], list(DTYPES))
         kw["dtype"] = DTYPES[overrides["dtype"]]
     return _FACTORIES[name](num_classes=num_classes, spiking=spiking, neuron=neuron, **kw)

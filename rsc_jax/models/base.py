@@ -20,6 +20,13 @@ class SpikingClassifier(nn.Module):
     ``__call__(x, train)`` takes ``[T, B, H, W, C]`` coded input when ``spiking`` and
     ``[B, H, W, C]`` images for the ANN twin, and returns logits ``[B, num_classes]``
     averaged over T (SPEC §2 readout).
+
+    ``conv_general_dilated`` is the arithmetic of every conv of the model (with
+    ``lax.conv_general_dilated``'s signature; it has no parameters of its own), chosen
+    once here and passed down to the blocks, as flax's ImageNet ResNet takes its
+    ``conv``. The default, ``conv_formulations.conv_general_dilated``, picks the fastest
+    formulation per shape; variants via ``model.clone(conv_general_dilated=...)`` or
+    ``functools.partial`` of the model class, e.g. ``lax.conv_general_dilated`` itself.
     """
     num_classes: int
     spiking: bool = True
@@ -29,10 +36,11 @@ class SpikingClassifier(nn.Module):
     std: Sequence[float] = (1.0,)
     width: float = 1.0
     dtype: Any = jnp.float32
+    conv_general_dilated: layers.ConvFn = layers.DEFAULT_CONV
 
     @property
     def lean(self) -> bool:
-        """``remat`` of a spiking model: the memory-lean BN + LIF path (``layers.bn_lif``),
+        """``remat`` of a spiking model: the memory-lean BN + LIF path (``models.lean``),
         same variables and results as the plain path. ANN twins use ``nn.remat``."""
         return self.remat and self.spiking
 

@@ -24,6 +24,7 @@ class ConvNet(base.SpikingClassifier):
             h = block(self.ch(c), self.spiking, T, self.neuron, sow_name=f"pre_stage{k}",
                       dtype=self.dtype, lean=self.lean,
                       spike_input=k > 0,       # 2x2 averages of spikes
+                      conv_general_dilated=self.conv_general_dilated,
                       name=f"stage{k}")(h, train)
             if k < len(self.channels) - 1:
                 h = nn.avg_pool(h, (2, 2), (2, 2), padding="SAME")

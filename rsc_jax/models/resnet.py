@@ -32,7 +32,8 @@ class BasicBlock(nn.Module):
     sew: bool = False
     sow_name: str | None = None
     dtype: Any = jnp.float32
-    lean: bool = False           # memory-lean BN + LIF (layers.bn_lif), for spiking remat=True
+    lean: bool = False           # memory-lean BN + LIF (lean.bn_lif), for spiking remat=True
+    conv_general_dilated: layers.ConvFn = layers.DEFAULT_CONV
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
@@ -41,8 +42,9 @@ class BasicBlock(nn.Module):
         bn = lambda name: layers.batch_norm(train, name=name, dtype=self.dtype, lean=lean)
         # Lean path: every conv here reads spikes or, with SEW, block outputs: sums of
         # spikes, one more per identity block of a stage (at most 7 in SEW-ResNet-34),
-        # which layers.conv_spike_residual keeps exactly in one byte (up to 63.75).
-        conv = lambda c, k, s, name: layers.conv(c, k, s, name=name, dtype=self.dtype, spike_input=lean)
+        # which lean.conv_spike_residual keeps exactly in one byte (up to 63.75).
+        conv = lambda c, k, s, name: layers.conv(c, k, s, name=name, dtype=self.dtype, spike_input=lean,
+                                                 conv_general_dilated=self.conv_general_dilated)
         h = conv(self.features, 3, self.stride, "conv1")(x)
         h = bn("bn1")(h)
         h = act("act1")(h)
@@ -69,10 +71,9 @@ class ResNet(base.SpikingClassifier):
     hidden: int = 0              # units of a hidden dense layer before the classifier (0: none)
 
     def features(self, h: Array, T: int, train: bool) -> Array:
-        if self.stem == "imagenet":
-            h = layers.conv(self.ch(self.stem_channels), 7, 2, name="stem_conv", dtype=self.dtype)(h)
-        else:
-            h = layers.conv(self.ch(self.stem_channels), 3, 1, name="stem_conv", dtype=self.dtype)(h)
+        stem_kernel, stem_stride = (7, 2) if self.stem == "imagenet" else (3, 1)
+        h = layers.conv(self.ch(self.stem_channels), stem_kernel, stem_stride, name="stem_conv", dtype=self.dtype,
+                        conv_general_dilated=self.conv_general_dilated)(h)
         h = layers.batch_norm(train, name="stem_bn", dtype=self.dtype, lean=self.lean)(h)
         h = self.act(T, "stem_act")(h)
         if self.stem == "imagenet":
@@ -83,7 +84,7 @@ class ResNet(base.SpikingClassifier):
                 stride = 2 if (b == 0 and s > 0) else 1
                 h = block(self.ch(c), stride, self.spiking, T, self.neuron, self.sew,
                           f"pre_stage{s}" if b == n - 1 else None, self.dtype, self.lean,
-                          name=f"stage{s}_block{b}")(h, train)
+                          conv_general_dilated=self.conv_general_dilated, name=f"stage{s}_block{b}")(h, train)
         return h.mean(axis=(1, 2))
 
     def head(self, h: Array, T: int, train: bool) -> Array:

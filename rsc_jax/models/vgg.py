@@ -35,6 +35,7 @@ class VGG(base.SpikingClassifier):
                       sow_name=f"pre_stage{stage}" if ends_stage else None,
                       dtype=self.dtype, lean=self.lean,
                       spike_input=i > 0,       # spikes or their 2x2 averages
+                      conv_general_dilated=self.conv_general_dilated,
                       name=f"conv{i}")(h, train)
             i += 1
         return h.mean(axis=(1, 2))

@@ -1,0 +1,159 @@
+"""The trained classifier and what describes and checks it.
+
+A classifier is a model with its input coding, described by a JSON-able config
+(``classifier_config``: model, coding, data set) and holding its variables
+``{"params": ..., "batch_stats": ...}``: ``Classifier(config, variables).logits(key, x)``
+codes images ``x`` in [0, 1] and returns time-averaged logits. ``export`` writes and
+reads classifiers; ``check_inputs`` tells whether data fit one before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rsc_jax import coding, models, validation
+
+Array = jax.Array
+FORMAT_VERSION = 1   # version of the description ``classifier_config`` writes (an export's config.json)
+
+
+class InputError(ValueError):
+    """Images or labels do not fit a classifier (shape, dtype, value range, classes)."""
+
+
+def classifier_config(*, model: dict[str, Any], coding_cfg: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able description of a classifier (what an export stores as config.json).
+
+    Args:
+      model: ``{"name", "spiking", "overrides"}``; overrides are ``models.create``
+        keywords (neuron options included).
+      coding_cfg: ``{"method", "sigma", "T"}``.
+      dataset: ``Dataset.info()`` (name, num_classes, image_shape, mean, std).
+    """
+    return {"format": FORMAT_VERSION,
+            "model": {"name": model["name"], "spiking": bool(model["spiking"]),
+                      "overrides": dict(model.get("overrides", {}))},
+            "coding": {"method": coding_cfg["method"], "sigma": float(coding_cfg["sigma"]),
+                       "T": int(coding_cfg["T"])},
+            "dataset": dict(dataset)}
+
+
+def check_images(x: Any, name: str = "x") -> None:
+    """Host-side check of concrete images: float ``[B, H, W, C]`` with values in [0, 1].
+
+    The value range is checked only on concrete values (NumPy arrays, or JAX arrays
+    outside ``jit``): a traced ``x`` cannot be inspected, so callers that jit check their
+    host inputs first (``check_inputs``). Raises ``InputError`` naming the problem.
+    """
+    validation.check_images(name, x, error=InputError, dtype_error=InputError)
+
+
+def check_inputs(config: dict[str, Any], images: Any, labels: Any | None = None, *, where: str = "") -> None:
+    """Host-side checks that ``images`` [N, H, W, C] (and int ``labels`` [N]) fit the
+    classifier described by ``config`` (e.g. an export's): same image shape, pixels in
+    [0, 1], labels in ``[0, num_classes)``. ``where`` (an export path) is named in the
+    messages. Raises ``InputError`` naming the problem."""
+    src = f"export {where!r}" if where else "the export"
+    check_images(images, "images")
+    shape = tuple(np.shape(images)[1:])
+    want = tuple(config["dataset"]["image_shape"])
+    if shape != want:
+        raise InputError(f"images have shape {shape} per example but {src} was trained on {want} "
+                         f"({config['dataset'].get('name', '?')} data, model {config['model']['name']!r}); "
+                         "use an export trained on this data set")
+    if labels is not None:
+        validation.check_labels(f"labels for {src}" if where else "labels", labels, len(images),
+                                int(config["dataset"]["num_classes"]), error=InputError)
+
+
+def build_model(config: dict[str, Any]):
+    """The flax module a classifier config describes (normalisation from the data set)."""
+    m = config["model"]
+    overrides = dict(m.get("overrides", {}))
+    overrides.setdefault("mean", tuple(config["dataset"]["mean"]))
+    overrides.setdefault("std", tuple(config["dataset"]["std"]))
+    return models.create(m["name"], num_classes=int(config["dataset"]["num_classes"]),
+                         spiking=m["spiking"], **overrides)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Classifier:
+    """A trained model with its coding: ``logits(key, x)`` is one noisy forward pass.
+
+    Attributes:
+      config: the stored configuration (see ``classifier_config``).
+      params: the variables ``{"params": ..., "batch_stats": ...}``.
+    """
+    config: dict[str, Any]
+    params: Any
+
+    @functools.cached_property
+    def model(self):
+        return build_model(self.config)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config["dataset"]["num_classes"])
+
+    def encode(self, key: Array, x: Array) -> Array:
+        """Coded input for the model: ``[T, B, ...]`` (spiking) or ``[B, ...]`` (ANN).
+
+        ``key`` is one key (noise for the whole batch) or ``[B]`` keys, one per example
+        (then example b is coded exactly as if it were alone with ``key[b]``). The ANN
+        twin sees the first step of the coding (T = 1).
+        """
+        c = self.config["coding"]
+        spiking = self.config["model"]["spiking"]
+        T = c["T"] if spiking else 1
+        kw = dict(method=c["method"], T=T, sigma=c["sigma"])
+        key = jnp.asarray(key)
+        if key.ndim == 1 and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            coded = coding.encode_per_example(key, x, **kw)
+        else:
+            coded = coding.encode(key, x, **kw)
+        return coded if spiking else coded[0]
+
+    def apply(self, variables: Any, key: Array, x: Array) -> Array:
+        """Pure: logits ``[B, classes]`` of images ``x`` ``[B, H, W, C]`` in [0, 1].
+
+        Concrete host inputs (NumPy arrays) are checked for range and dtype here
+        (``check_images``); traced or device inputs are not inspected (no sync)."""
+        chex.assert_rank(x, 4)
+        if isinstance(x, np.ndarray):
+            check_images(x)
+        return self.model.apply(variables, self.encode(key, x), train=False)
+
+    def logits(self, key: Array, x: Array) -> Array:
+        """``apply`` with the stored variables; differentiable in ``x``."""
+        return self.apply(self.params, key, x)
+
+    def with_neuron(self, **neuron: Any) -> "Classifier":
+        """The same weights with other neuron options (e.g. ``surrogate="atan"``,
+        ``alpha=8.0``, ``grad_mode="bptr"``): forward spikes are unchanged when only
+        gradient options change, so attacks can try several surrogates."""
+        unknown = set(neuron) - set(models.NEURON_FIELDS)
+        if unknown:
+            raise ValueError(f"with_neuron got unknown option(s) {sorted(unknown)}; "
+                             f"allowed: {list(models.NEURON_FIELDS)}")
+        cfg = json.loads(json.dumps(self.config))
+        cfg["model"]["overrides"].update(neuron)
+        return Classifier(cfg, self.params)
+
+
+def dummy_input(config: dict[str, Any], batch: int = 1) -> Array:
+    """Zeros shaped like the model's input: ``[T, B, H, W, C]`` or ``[B, H, W, C]``."""
+    shape = (batch, *config["dataset"]["image_shape"])
+    return jnp.zeros((config["coding"]["T"], *shape) if config["model"]["spiking"] else shape)
+
+
+def init_variables(config: dict[str, Any], key: Array) -> Any:
+    """Freshly initialised variables for the model a classifier config describes."""
+    return build_model(config).init(key, dummy_input(config), train=False)

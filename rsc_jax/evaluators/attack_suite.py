@@ -1,0 +1,168 @@
+"""The attack settings of the robustness evaluation, one small function per family.
+
+A family turns the ``config.attack`` section into ``Job``s (one row of the results
+each): the craft function (pure, from ``attacks.py``), its eps, its norm and the JSON
+record of its settings. ``jobs`` lays them out in the order they run: clean; the l_inf
+grid families (FGSM, PGD-k); at every strong eps the strong families (PGD with more
+steps, PGD with EOT, the surrogate ensemble, transfer, Square); the huge-budget sanity
+PGD; the l_2 grid. Adding an attack is one function in ``attacks.py``, one family here
+and its entry in ``GRID``/``STRONG``/``ONCE`` (plus its config fields).
+
+References: FGSM (Goodfellow et al., 2015), PGD (Madry et al., 2018), EOT (Athalye et
+al., 2018), BPTR and surrogate variants (Ding et al., 2022), Square (Andriushchenko et
+al., 2020).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+
+from rsc_jax import attacks
+from rsc_jax.evaluators.common import LogitsFn
+
+Array = jax.Array
+# craft(keys [B], x, y, eps) -> (x_adv, extra outputs) ; the ensemble returns [N, B, ...] candidates.
+Craft = Callable[[Array, Array, Array, Array], tuple[Array, dict[str, Array]]]
+
+
+@dataclasses.dataclass
+class Job:
+    name: str               # row name, e.g. "pgd-7"
+    curve: str | None       # curve it belongs to (for QTE), or None
+    norm: str
+    eps: float
+    record: dict[str, Any]  # JSON settings
+    craft: Craft | None     # None: clean
+    cache_key: tuple        # jobs with one key share one compiled function
+    candidates: tuple[str, ...] = ()   # ensemble: the variants behind the [N, B, ...] candidates
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """What the families are built from: the attack config and the functions attacked."""
+    cfg: Any
+    logits_fn: LogitsFn
+    variants: Mapping[str, LogitsFn]
+    transfer: LogitsFn | None
+
+    @property
+    def base(self) -> dict[str, Any]:
+        c = self.cfg
+        return dict(steps=c.steps, step_size=c.step_size, eot=c.eot, random_start=c.random_start,
+                    common_random_numbers=c.common_random_numbers)
+
+
+def _plain(fn: Callable[..., Array]) -> Craft:
+    def craft(k, x, y, eps):
+        return fn(k, x, y, eps), {}
+    return craft
+
+
+def _pgd(s: Suite, fn: LogitsFn, *, steps: int, step_size: float, eot: int, norm: str = "linf",
+         l2_scale: float | None = None, **_: Any) -> Craft:
+    def f(k, x, y, eps):
+        ss = l2_scale * eps / steps if l2_scale is not None else step_size
+        return attacks.pgd(fn, k, x, y, eps=eps, step_size=ss, steps=steps, norm=norm, eot=eot,
+                           random_start=s.cfg.random_start, common_random_numbers=s.cfg.common_random_numbers)
+    return _plain(f)
+
+
+def clean(s: Suite) -> list[Job]:
+    return [Job("clean", None, "linf", 0.0, {"attack": "clean"}, None, ("clean",))]
+
+
+def fgsm(s: Suite) -> list[Job]:
+    c = s.cfg
+    if not c.fgsm:
+        return []
+    craft = _plain(lambda k, x, y, eps: attacks.fgsm(s.logits_fn, k, x, y, eps=eps, eot=c.eot))
+    return [Job("fgsm", "fgsm", "linf", e, {"attack": "fgsm", "eot": c.eot}, craft, ("fgsm",)) for e in c.eps_grid]
+
+
+def pgd(s: Suite) -> list[Job]:
+    """PGD-k over the eps grid (the ``pgd`` curve) and at strong eps outside it."""
+    c = s.cfg
+    grid = list(c.eps_grid) + [e for e in c.strong_eps if e not in c.eps_grid]
+    return [Job(f"pgd-{c.steps}", "pgd" if e in c.eps_grid else None, "linf", e, {"attack": "pgd", **s.base},
+                _pgd(s, s.logits_fn, **s.base), ("pgd",)) for e in grid]
+
+
+def pgd_strong(s: Suite, e: float) -> list[Job]:
+    st = dict(s.base, steps=s.cfg.strong_steps)
+    return [Job(f"pgd-{s.cfg.strong_steps}", None, "linf", e, {"attack": "pgd", **st}, _pgd(s, s.logits_fn, **st),
+                ("pgd-strong",))]
+
+
+def pgd_eot(s: Suite, e: float) -> list[Job]:
+    st = dict(s.base, eot=s.cfg.strong_eot)
+    return [Job(f"pgd-{s.cfg.steps}-eot{s.cfg.strong_eot}", None, "linf", e, {"attack": "pgd", **st},
+                _pgd(s, s.logits_fn, **st), ("pgd-eot",))]
+
+
+def ensemble(s: Suite, e: float) -> list[Job]:
+    """PGD through the model and every gradient variant; the evaluator keeps, per
+    example, the strongest candidate on the select stream (``attacks.select_strongest``)."""
+    c = s.cfg
+    if not (c.ensemble and s.variants):
+        return []
+    fns = {"model": s.logits_fn, **{n: s.variants[n] for n in sorted(s.variants)}}
+
+    def craft(k, x, y, eps):
+        return attacks.ensemble_candidates(fns, k, x, y, eps=eps, step_size=c.step_size, steps=c.steps,
+                                           eot=c.eot, random_start=c.random_start,
+                                           common_random_numbers=c.common_random_numbers), {}
+
+    rec = {"attack": "pgd-ensemble", **s.base, "variants": list(fns), "select_draws": c.select_draws,
+           "selection": "per example: misclassified on M-averaged logits, else highest CE (select stream 2)"}
+    return [Job("ensemble-pgd", None, "linf", e, rec, craft, ("ensemble",), candidates=tuple(fns))]
+
+
+def transfer(s: Suite, e: float) -> list[Job]:
+    if not (s.cfg.transfer and s.transfer is not None):
+        return []
+    return [Job("transfer-pgd", None, "linf", e, {"attack": "pgd", "crafted_with": "transfer model", **s.base},
+                _pgd(s, s.transfer, **s.base), ("transfer",))]
+
+
+def square(s: Suite, e: float) -> list[Job]:
+    c = s.cfg
+    if not c.square:
+        return []
+    sq = dict(queries=c.square_queries, p_init=c.square_p_init, draws=c.square_draws)
+    return [Job("square", None, "linf", e, {"attack": "square", **sq},
+                _plain(lambda k, x, y, eps: attacks.square(s.logits_fn, k, x, y, eps=eps, **sq)), ("square",))]
+
+
+def sanity(s: Suite) -> list[Job]:
+    c = s.cfg
+    if not c.sanity:
+        return []
+    st = dict(s.base, steps=c.sanity_steps, step_size=2.5 * c.sanity_eps / c.sanity_steps)
+    return [Job("sanity-pgd", None, "linf", c.sanity_eps, {"attack": "pgd", **st}, _pgd(s, s.logits_fn, **st),
+                ("sanity",))]
+
+
+def l2(s: Suite) -> list[Job]:
+    c = s.cfg
+    if not c.l2:
+        return []
+    rec = {"attack": "pgd", **s.base, "step_size": f"{c.l2_step_scale} * eps / steps"}
+    craft = _pgd(s, s.logits_fn, **dict(s.base, norm="l2", l2_scale=c.l2_step_scale))
+    return [Job(f"pgd-{c.steps}-l2", "pgd-l2", "l2", e, rec, craft, ("pgd-l2",)) for e in c.l2_eps_grid]
+
+
+GRID: tuple[Callable[[Suite], list[Job]], ...] = (clean, fgsm, pgd)
+STRONG: tuple[Callable[[Suite, float], list[Job]], ...] = (pgd_strong, pgd_eot, ensemble, transfer, square)
+ONCE: tuple[Callable[[Suite], list[Job]], ...] = (sanity, l2)
+
+
+def jobs(cfg: Any, logits_fn: LogitsFn, variants: Mapping[str, LogitsFn], transfer_fn: LogitsFn | None
+         ) -> list[Job]:
+    """Every job of the suite, in the order they run."""
+    s = Suite(cfg, logits_fn, variants, transfer_fn)
+    out = [j for fam in GRID for j in fam(s)]
+    out += [j for e in cfg.strong_eps for fam in STRONG for j in fam(s, e)]
+    return out + [j for fam in ONCE for j in fam(s)]

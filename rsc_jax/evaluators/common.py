@@ -1,0 +1,95 @@
+"""What every evaluator shares: input checks, example counts, progress bars, JSON.
+
+An evaluator is a module with ``run(classifier, images, labels, cfg, *, workdir, mesh,
+progress=True, **extra) -> dict``: it checks its inputs on the host, maps a jitted
+per-example function over the test set with ``parallel.map_examples`` (keys from
+(seed, global index), so results do not depend on batch size or device count), writes
+its results through ``report`` and returns them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import numpy as np
+
+from rsc_jax import validation
+
+Array = jax.Array
+LogitsFn = Callable[[Array, Array], Array]
+
+
+def as_logits_fn(obj: Any) -> LogitsFn:
+    """``obj.logits`` for a classifier, ``obj`` itself for a function ``(key, x) -> logits``."""
+    return obj.logits if hasattr(obj, "logits") else obj
+
+
+def test_set(classifier: Any, images: Any, labels: Any, num_examples: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``num_examples`` (-1 = all) images as float32 in [0, 1] and int labels,
+    checked: ``[N, H, W, C]`` float in [0, 1] or uint8 (divided by 255), ``[N]`` labels in
+    ``[0, classifier.num_classes)``. Raises ``ValueError`` naming the problem."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+    validation.check_images("images", images)
+    images = images.astype(np.float32)
+    labels = np.asarray(labels)
+    k = getattr(classifier, "num_classes", None)
+    validation.check_labels("labels", labels, len(images), k if isinstance(k, int) else None)
+    n = len(images) if num_examples == -1 else min(num_examples, len(images))
+    if n < 1:
+        raise ValueError("got no images to evaluate")
+    return images[:n], labels[:n].astype(np.int32)
+
+
+def bar(progress: bool, total: int, desc: str, unit: str = "it", leave: bool = True) -> Any:
+    """A tqdm bar (or None when ``progress`` is off)."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True)
+
+
+def batch_bar(progress: bool, total: int, desc: str) -> Callable[[Iterator], Iterator] | None:
+    """A ``map_examples`` progress wrapper: a transient tqdm bar over ``total`` batches."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+    return lambda it: tqdm(it, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def timed_batches(log: list[tuple[int, float]], pbar: Any) -> Callable[[Iterator], Iterator]:
+    """A ``map_examples`` progress wrapper that records ``(valid, seconds)`` per batch
+    (``map_examples`` finishes a batch before it asks for the next) and advances ``pbar``
+    by the batch's examples."""
+    def wrap(batches: Iterator[tuple[np.ndarray, int]]) -> Iterator[tuple[np.ndarray, int]]:
+        t = time.perf_counter()
+        for idx, valid in batches:
+            yield idx, valid
+            now = time.perf_counter()
+            log.append((valid, now - t))
+            t = now
+            if pbar is not None:
+                pbar.update(valid)
+    return wrap
+
+
+def jsonable(v: Any) -> Any:
+    """``v`` with NumPy/JAX scalars and arrays turned into plain JSON values."""
+    if isinstance(v, Mapping):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return float(v)
+    if isinstance(v, (np.ndarray, jax.Array)):
+        return jsonable(np.asarray(v).tolist())
+    if v is None or isinstance(v, (str, int)):
+        return v
+    return repr(v)

@@ -1,0 +1,265 @@
+"""The robustness evaluator: every attack of ``attack_suite`` on the test set, QTE,
+per-example worst case and the gradient-masking checks; writes ``robustness.json``
+and ``robustness.png``.
+
+Protocol (SPEC §4; Wu et al., ACM MM 2024). For every setting, example i is crafted with
+per-example keys ``judging.example_keys(seed, i, stream=0)`` and judged on M fresh coding
+draws with ``stream=1`` (the ensemble selects with ``stream=2``), so results do not
+depend on batch size or device count, and all settings share the same coding draws
+(common random numbers: differences between settings are not sampling noise). Each
+setting reports ``acc_single`` (single-draw accuracy, averaged over the M draws) and
+``acc_avg`` (accuracy of the logits averaged over M draws). An attack with eps = 0 is
+the identity, so its row reuses the clean result.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rsc_jax import attacks, backend, config, config_checks, judging, metrics, neurons, parallel, report
+from rsc_jax.evaluators import attack_suite, common, masking
+from rsc_jax.evaluators.common import LogitsFn
+
+Array = jax.Array
+STREAM_ATTACK, STREAM_JUDGE, STREAM_SELECT = 0, 1, 2
+
+log = logging.getLogger(__name__)
+
+
+def effective_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``cfg`` with the ``quick`` preset applied (``config.QUICK_ATTACK``, ours, for the
+    digits demo): at most 20 strong steps, K = 4, M = 4, 100 Square queries, 10 sanity
+    steps, 256 examples."""
+    out = ml_collections.ConfigDict(cfg.to_dict())
+    if cfg.quick:
+        for k, v in config.QUICK_ATTACK.items():
+            cur = out[k]
+            out[k] = v if (k == "num_examples" and cur == -1) else min(cur, v)
+    return out
+
+
+def make_variants(classifier: Any, cfg: ml_collections.ConfigDict) -> dict[str, LogitsFn]:
+    """Gradient variants of ``classifier`` for the surrogate ensemble.
+
+    Needs ``classifier.with_neuron(surrogate=..., alpha=..., grad_mode=...)`` (same
+    weights, another backward pass). Gives ``<surrogate>`` (default alpha) for each name
+    in ``cfg.surrogates`` (skipped when it is the model's own backward pass, which the
+    ensemble always includes as ``model``), ``<surrogate>_sharp`` (alpha x
+    ``sharp_alpha_factor``; 0 skips) and ``bptr`` (backprop through the spike rate,
+    Ding et al., IJCAI 2022). Returns {} when the classifier has no ``with_neuron`` or
+    ``config['model']['spiking']`` is False (an ANN has no surrogate).
+    """
+    if not hasattr(classifier, "with_neuron"):
+        return {}
+    conf = getattr(classifier, "config", None) or {}
+    model = conf.get("model", {}) if isinstance(conf, Mapping) else {}
+    if not model.get("spiking", True):
+        return {}
+    alpha = neurons.SURROGATE_DEFAULT_ALPHA
+    own = dict(model.get("overrides", {}))
+    own_s = own.get("surrogate", "sigmoid")
+    own_a = own.get("alpha") or alpha.get(own_s)
+    own_bptt = own.get("grad_mode", "bptt") == "bptt"
+    out: dict[str, LogitsFn] = {}
+    for s in cfg.surrogates:
+        if not (own_bptt and s == own_s and own_a == alpha[s]):   # else = "model" itself
+            out[s] = common.as_logits_fn(classifier.with_neuron(surrogate=s, alpha=alpha[s]))
+        if cfg.sharp_alpha_factor > 0:
+            out[f"{s}_sharp"] = common.as_logits_fn(classifier.with_neuron(
+                surrogate=s, alpha=alpha[s] * cfg.sharp_alpha_factor))
+    if cfg.bptr:
+        out["bptr"] = common.as_logits_fn(classifier.with_neuron(grad_mode="bptr"))
+    return out
+
+
+def _batch_fn(job: attack_suite.Job, logits_fn: LogitsFn, cfg: Any) -> Callable:
+    """A jitted ``(eps, idx, x, y) -> dict of [B]`` for ``job``."""
+    M, seed = cfg.judge_draws, cfg.seed
+
+    @backend.jit
+    def fn(eps, idx, x, y):
+        ak = judging.example_keys(seed, idx, stream=STREAM_ATTACK)
+        jk = judging.example_keys(seed, idx, stream=STREAM_JUDGE)
+        out: dict[str, Array] = {}
+        if job.craft is None:
+            xa = x
+        elif job.candidates:
+            cands, _ = job.craft(ak, x, y, eps)
+            sk = judging.example_keys(seed, idx, stream=STREAM_SELECT)
+            xa, choice = attacks.select_strongest(cands, logits_fn, sk, y, draws=cfg.select_draws)
+            out["choice"] = choice
+            for i, n in enumerate(job.candidates):
+                r = judging.judge(logits_fn, jk, cands[i], y, draws=M)
+                out[f"single/{n}"] = r["correct_single"]
+                out[f"avg/{n}"] = r["correct_avg"]
+        else:
+            xa, extra = job.craft(ak, x, y, eps)
+            out.update(extra)
+        r = judging.judge(logits_fn, jk, xa, y, draws=M)
+        d = (xa - x).reshape(x.shape[0], -1)
+        out.update(single=r["correct_single"], avg=r["correct_avg"], loss=r["loss"],
+                   linf=jnp.abs(d).max(1), l2=jnp.sqrt(jnp.sum(d * d, 1)),
+                   in_range=((xa >= 0) & (xa <= 1)).reshape(x.shape[0], -1).all(1))
+        return out
+
+    return fn
+
+
+def _grad_fn(logits_fn: LogitsFn, cfg: Any) -> Callable:
+    @backend.jit
+    def fn(idx, x, y):
+        ak = judging.example_keys(cfg.seed, idx, stream=STREAM_ATTACK)
+        g = attacks.eot_grad(logits_fn, ak, x, y, eot=1).reshape(x.shape[0], -1)
+        finite = jnp.all(jnp.isfinite(g), 1)
+        n = jnp.sqrt(jnp.sum(jnp.where(jnp.isfinite(g), g, 0.0) ** 2, 1))
+        return {"finite": finite, "norm": n}
+    return fn
+
+
+def _row(job: attack_suite.Job, out: dict[str, np.ndarray], cfg: Any, n: int, reused: bool,
+         seconds: float) -> dict[str, Any]:
+    row = {"name": job.name, "curve": job.curve, "norm": job.norm, "eps": float(job.eps),
+           **({"eps_255": float(job.eps) * 255} if job.norm == "linf" else {}),
+           **job.record, "crafted_with": job.record.get("crafted_with", "model"),
+           "judge_draws": cfg.judge_draws, "n_examples": n, "seed": cfg.seed,
+           "acc_single": float(np.mean(out["single"])), "acc_avg": float(np.mean(out["avg"])),
+           "se_avg": metrics.standard_error(float(np.mean(out["avg"])), n),
+           "max_linf": float(np.max(out["linf"])), "max_l2": float(np.max(out["l2"])),
+           "all_in_range": bool(np.all(out["in_range"])), "reused_clean": reused, "seconds": seconds}
+    if job.candidates:
+        row["per_variant"] = {nm: {"acc_single": float(np.mean(out[f"single/{nm}"])),
+                                   "acc_avg": float(np.mean(out[f"avg/{nm}"]))} for nm in job.candidates}
+        row["chosen_counts"] = {nm: int(np.sum(out["choice"] == i)) for i, nm in enumerate(job.candidates)}
+    return row
+
+
+def curves(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy against eps per curve (rows with a ``curve``), with its QTE."""
+    out: dict[str, Any] = {}
+    for r in rows:
+        if r["curve"] is None:
+            continue
+        c = out.setdefault(r["curve"], {"norm": r["norm"], "eta": [], "acc_single": [], "acc_avg": []})
+        c["eta"].append(r["eps"])
+        c["acc_single"].append(r["acc_single"])
+        c["acc_avg"].append(r["acc_avg"])
+    for c in out.values():
+        c["qte_single"] = metrics.qte(c["eta"], c["acc_single"])
+        c["qte_avg"] = metrics.qte(c["eta"], c["acc_avg"])
+    return out
+
+
+def worst_case(jobs: list[attack_suite.Job], rows: list[dict[str, Any]], per_ex: list[dict[str, np.ndarray]],
+               cfg: Any) -> list[dict[str, Any]]:
+    """Per strong eps: an example counts as robust only if every l_inf attack at that eps
+    (white-box, ensemble, transfer, Square) leaves it correct."""
+    out = []
+    for e in cfg.strong_eps:
+        idx = [i for i, j in enumerate(jobs) if j.norm == "linf" and j.craft is not None and j.eps == e
+               and j.name != "sanity-pgd"]
+        if not idx:
+            continue
+        avg = np.min(np.stack([per_ex[i]["avg"] for i in idx]), 0)
+        single = np.min(np.stack([per_ex[i]["single"] for i in idx]), 0)
+        out.append({"eps": float(e), "eps_255": float(e) * 255, "attacks": [rows[i]["name"] for i in idx],
+                    "acc_single": float(np.mean(single)), "acc_avg": float(np.mean(avg))})
+    return out
+
+
+def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collections.ConfigDict, *,
+        workdir: str, mesh: jax.sharding.Mesh, variants: Mapping[str, LogitsFn] | None = None,
+        transfer: LogitsFn | Any | None = None, progress: bool = True) -> dict[str, Any]:
+    """Runs the robustness evaluation and writes ``robustness.json`` / ``robustness.png``.
+
+    Args:
+      classifier: has ``.logits(key, x[B, H, W, C]) -> [B, classes]`` (applies its own
+        coding noise) and ``.config`` with ``config['coding'] = {'method', 'sigma', 'T'}``.
+      images: ``[N, H, W, C]`` float32 in [0, 1] or uint8 (host NumPy); labels: ``[N]`` ints.
+      cfg: the ``config.attack`` section (``config.attack()``); ``quick`` is applied here.
+      workdir: output folder (created).
+      mesh: 1-D ``data`` mesh (``parallel.make_mesh``); batch_size must divide by its size.
+      variants: name -> logits_fn (or object with ``.logits``) of gradient variants for the
+        surrogate ensemble; default ``make_variants(classifier, cfg)`` ({} if unsupported).
+      transfer: logits_fn (or object with ``.logits``) of another model (e.g. the ANN
+        twin) to craft transfer examples with; None skips the transfer attack.
+      progress: tqdm bars.
+
+    Returns:
+      The dict written to ``robustness.json``: ``config``, ``coding``, ``n_examples``,
+      ``results`` (one row per setting: eps, steps, step size, K, M, crafted_with, acc_single,
+      acc_avg, ...), ``curves`` (eta, accuracies, QTE), ``worst_case``, ``checks``.
+    """
+    config_checks.check_attack(cfg)
+    cfg = effective_config(cfg)
+    n_dev = int(mesh.devices.size)
+    if cfg.batch_size % n_dev:
+        raise config_checks.ConfigError(f"config.attack.batch_size={cfg.batch_size!r} is not allowed; must be "
+                                        f"divisible by the {n_dev} devices of the mesh")
+    images, labels = common.test_set(classifier, images, labels, cfg.num_examples)
+    n = len(images)
+    logits_fn = common.as_logits_fn(classifier)
+    if variants is None:
+        variants = make_variants(classifier, cfg) if cfg.ensemble else {}
+    variants = {k: common.as_logits_fn(v) for k, v in variants.items()}
+    transfer_fn = None if transfer is None else common.as_logits_fn(transfer)
+    coding = dict(getattr(classifier, "config", {}).get("coding", {})) if hasattr(classifier, "config") else {}
+    t_start = time.time()
+
+    jobs = attack_suite.jobs(cfg, logits_fn, variants, transfer_fn)
+    nb = -(-n // cfg.batch_size)
+    cache: dict[tuple, Callable] = {}
+    per_ex: list[dict[str, np.ndarray]] = []
+    rows: list[dict[str, Any]] = []
+    pbar = common.bar(progress, len(jobs), "robustness", unit="attack")
+    for job in jobs:
+        t0 = time.time()
+        if pbar is not None:
+            pbar.set_postfix_str(f"{job.name} eps={job.eps:.3g}")
+        reused = job.craft is not None and job.eps == 0
+        if reused:
+            out = per_ex[0]
+        else:
+            if job.cache_key not in cache:
+                cache[job.cache_key] = _batch_fn(job, logits_fn, cfg)
+            fn = functools.partial(cache[job.cache_key], jnp.float32(job.eps))
+            out = parallel.map_examples(fn, [images, labels], batch_size=cfg.batch_size, mesh=mesh,
+                                        progress=common.batch_bar(progress and nb > 4, nb, job.name))
+        per_ex.append(out)
+        rows.append(_row(job, out, cfg, n, reused, time.time() - t0))
+        if pbar is not None:
+            pbar.update(1)
+        log.info("robustness %s eps=%.4g: acc_single=%.4f acc_avg=%.4f (%.1fs)", job.name, job.eps,
+                 rows[-1]["acc_single"], rows[-1]["acc_avg"], rows[-1]["seconds"])
+    if pbar is not None:
+        pbar.close()
+
+    crv = curves(rows)
+    worst = worst_case(jobs, rows, per_ex, cfg)
+    grad = None
+    if cfg.gradient_check:
+        g = parallel.map_examples(_grad_fn(logits_fn, cfg), [images, labels], batch_size=cfg.batch_size,
+                                  mesh=mesh)
+        ok = g["finite"] & (g["norm"] > 0)
+        grad = {"frac_finite_nonzero": float(np.mean(ok)), "frac_nan": float(np.mean(~g["finite"])),
+                "frac_zero": float(np.mean(g["finite"] & (g["norm"] == 0))),
+                "median_norm": float(np.median(g["norm"])), "eot": 1}
+    result = common.jsonable({
+        "config": cfg.to_dict(), "coding": coding, "n_examples": n,
+        "seed": cfg.seed, "judge_draws": cfg.judge_draws, "devices": n_dev,
+        "variants": sorted(variants), "transfer": transfer_fn is not None,
+        "streams": {"attack": STREAM_ATTACK, "judge": STREAM_JUDGE, "select": STREAM_SELECT},
+        "results": rows, "curves": crv, "worst_case": worst, "gradient": grad,
+        "checks": masking.checks(rows, crv, grad, cfg), "png": "robustness.png",
+        "seconds": time.time() - t_start,
+    })
+    report.write_robustness(workdir, result)
+    return result
+
