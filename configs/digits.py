@@ -18,7 +18,9 @@ def get_config():
     c.train.lr = 0.1
     c.train.checkpoint_every = 100
     c.eval.batch_size = 120
-    c.attack.quick = True            # fewer strong steps/draws, 256 examples (see robustness.py)
+    c.attack.quick = True            # the quick preset: config.QUICK_ATTACK's caps, 256 examples
+    c.attack.apgd = True             # APGD-CE and APGD-DLR (20 steps, EOT 4 under the quick preset)
+    c.attack.convergence = True      # APGD-CE accuracy over steps (5, 10, 20) x EOT (1, 4), 64 images
     c.attack.batch_size = 128
     # A small certification for the demo: 40 test images, n = 2,000 draws. With RSC-II
     # at T = 4 the largest radius n = 2,000 can certify is about 0.27 (alpha 0.001).

@@ -11,8 +11,15 @@
 #
 # Environment: PROJECT (gcloud project, default: the configured one), VERSION (TPU VM
 # runtime, default tpu-ubuntu2204-base), REPO (git URL to clone; default: copy this
-# checkout with scp), PYTHON (default python3). The TPU VM is created if it does not
-# exist and reused otherwise. Needs gcloud with the compute TPU API enabled.
+# checkout with scp), PYTHON (an interpreter >= 3.11 already on every worker; default:
+# install one, see below), PYVER (the Python installed then, default 3.11). The TPU VM is
+# created if it does not exist and reused otherwise. Needs gcloud with the compute TPU API
+# enabled.
+#
+# Python: the TPU VM images (tpu-ubuntu2204-base, and the v2-alpha-tpuv5/-tpuv6e images)
+# are Ubuntu 22.04 with Python 3.10, while the pinned packages (requirements.txt) need
+# Python >= 3.11. Unless PYTHON is given, every worker installs python$PYVER from the
+# deadsnakes PPA (apt) and makes a venv ~/rsc_jax_venv, which runs everything here.
 set -euo pipefail
 if [ $# -lt 4 ] || [ "$4" != "--" ]; then
   echo "usage: $0 NAME ZONE ACCELERATOR -- ARGS...   (ARGS go to python -m rsc_jax.main)" >&2
@@ -20,7 +27,7 @@ if [ $# -lt 4 ] || [ "$4" != "--" ]; then
 fi
 NAME=$1 ZONE=$2 ACCEL=$3; shift 4
 VERSION=${VERSION:-tpu-ubuntu2204-base}
-PYTHON=${PYTHON:-python3}
+PYVER=${PYVER:-3.11}
 project=()
 [ -n "${PROJECT:-}" ] && project=(--project="$PROJECT")
 tpu() { gcloud compute tpus tpu-vm "$@" --zone="$ZONE" "${project[@]}"; }
@@ -40,8 +47,17 @@ else
   tpu scp /tmp/rsc_jax_src.tgz "$NAME":rsc_jax_src.tgz --worker=all
   tpu ssh "$NAME" --worker=all --command="rm -rf rsc_jax_src && mkdir rsc_jax_src && tar -xzf rsc_jax_src.tgz -C rsc_jax_src"
 fi
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON='$HOME/rsc_jax_venv/bin/python'   # expanded on the workers
+  apt='sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q'
+  tpu ssh "$NAME" --worker=all --command="set -e; if ! command -v python$PYVER >/dev/null; then \
+    sudo add-apt-repository -y ppa:deadsnakes/ppa && $apt update \
+    && $apt install -y python$PYVER python$PYVER-venv; fi; [ -x $PYTHON ] || python$PYVER -m venv \$HOME/rsc_jax_venv"
+fi
 # TPU wheels of the pinned jax version; the rest from requirements.txt.
-tpu ssh "$NAME" --worker=all --command="cd rsc_jax_src && $PYTHON -m pip install -q -r requirements.txt \
+tpu ssh "$NAME" --worker=all --command="cd rsc_jax_src \
+  && $PYTHON -c 'import sys; assert sys.version_info >= (3, 11), \"Python >= 3.11 needed, not \" + sys.version' \
+  && $PYTHON -m pip install -q -U pip && $PYTHON -m pip install -q -r requirements.txt \
   && $PYTHON -m pip install -q 'jax[tpu]==0.10.2'"
 quoted=$(printf ' %q' "$@")
 tpu ssh "$NAME" --worker=all --command="cd rsc_jax_src && $PYTHON -m rsc_jax.main$quoted"

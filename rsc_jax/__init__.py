@@ -6,4 +6,7 @@ Coding", ACM MM 2024, arXiv:2407.20099). The public modules are imported lazily 
 that ``from rsc_jax import coding`` stays cheap in a notebook.
 """
 
+# The one place the version is written: pyproject.toml reads it (``dynamic``), so that
+# ``importlib.metadata.version("rsc-jax")`` agrees once installed; every export's config.json
+# and every report.json record it as ``package_version``.
 __version__ = "0.1.0"

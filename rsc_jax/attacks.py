@@ -79,7 +79,8 @@ def _check_eps(eps: Any, name: str = "eps") -> None:
     validation.check_number(name, eps, low=0.0, traced_ok=True)
 
 
-def _setup(key: Array, x: Array, y: Array, eps: Any, norm: str, eot: int) -> tuple[Array, Array, Array]:
+def check_and_prepare(key: Array, x: Array, y: Array, eps: Any, norm: str, eot: int
+                      ) -> tuple[Array, Array, Array]:
     """Checks the arguments every gradient attack shares; returns (per-example keys,
     float32 images, float32 eps)."""
     _check_eps(eps)
@@ -152,7 +153,7 @@ def eot_grad(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, eot: int =
 # --------------------------------------------------------------------------- norms
 
 
-def _batch_norm_l2(v: Array) -> Array:
+def l2_norms(v: Array) -> Array:
     """Per-example l_2 norm, shaped ``[B, 1, ..., 1]`` for broadcasting."""
     return jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True))
 
@@ -165,17 +166,18 @@ def project(delta: Array, eps: float | Array, norm: str) -> Array:
     validation.check_choice("norm", norm, NORMS)
     if norm == "linf":
         return jnp.clip(delta, -eps, eps)
-    n = _batch_norm_l2(delta)
+    n = l2_norms(delta)
     return delta * jnp.minimum(1.0, eps / jnp.maximum(n, _TINY))
 
 
-def _step_direction(g: Array, norm: str) -> Array:
+def step_direction(g: Array, norm: str) -> Array:
+    """The steepest-ascent direction of ``norm``: sign(g) (l_inf), g / |g|_2 (l_2)."""
     if norm == "linf":
         return jnp.sign(g)
-    return g / jnp.maximum(_batch_norm_l2(g), _TINY)
+    return g / jnp.maximum(l2_norms(g), _TINY)
 
 
-def _random_start(keys: Array, x: Array, eps: Array, norm: str) -> Array:
+def start_delta(keys: Array, x: Array, eps: Array, norm: str) -> Array:
     """linf: uniform in [-eps, eps]^d. l2 (ours): uniform in the l_2 ball, i.e. a
     Gaussian direction scaled to radius eps * U^(1/d), U ~ U(0, 1)."""
     if norm == "linf":
@@ -225,10 +227,10 @@ def pgd(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Arr
     """
     validation.check_number("step_size", step_size, low=0.0, low_open=True, traced_ok=True)
     validation.check_int("steps", steps, 1)
-    keys, x32, eps = _setup(key, x, y, eps, norm, eot)
+    keys, x32, eps = check_and_prepare(key, x, y, eps, norm, eot)
     step_size = jnp.asarray(step_size, jnp.float32)
     if random_start:
-        x_adv = jnp.clip(x32 + _random_start(_fold(keys, _START), x32, eps, norm), 0.0, 1.0)
+        x_adv = jnp.clip(x32 + start_delta(_fold(keys, _START), x32, eps, norm), 0.0, 1.0)
     else:
         x_adv = x32
     grad_keys = _fold(keys, _GRAD)
@@ -236,7 +238,7 @@ def pgd(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Arr
     def body(i, xa):
         ks = _fold(grad_keys, 0 if common_random_numbers else i)
         g = eot_grad(logits_fn, ks, xa, y, eot=eot, unroll=unroll)
-        xa = xa + step_size * _step_direction(g, norm)
+        xa = xa + step_size * step_direction(g, norm)
         return jnp.clip(x32 + project(xa - x32, eps, norm), 0.0, 1.0)
 
     x_adv = jax.lax.fori_loop(0, steps, body, x_adv, unroll=backend.should_unroll(unroll, steps * eot))
@@ -254,9 +256,9 @@ def fgsm(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Ar
 
     Args and returns: as ``pgd``; ``[B, ...]`` adversarial images.
     """
-    keys, x32, eps = _setup(key, x, y, eps, norm, eot)
+    keys, x32, eps = check_and_prepare(key, x, y, eps, norm, eot)
     g = eot_grad(logits_fn, _fold(_fold(keys, _GRAD), 0), x32, y, eot=eot)
-    x_adv = jnp.clip(x32 + project(eps * _step_direction(g, norm), eps, norm), 0.0, 1.0)
+    x_adv = jnp.clip(x32 + project(eps * step_direction(g, norm), eps, norm), 0.0, 1.0)
     return x_adv.astype(x.dtype)
 
 

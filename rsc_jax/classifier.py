@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsc_jax import coding, models, validation
+from rsc_jax import __version__, coding, models, validation
 
 Array = jax.Array
 FORMAT_VERSION = 1   # version of the description ``classifier_config`` writes (an export's config.json)
@@ -39,6 +39,7 @@ def classifier_config(*, model: dict[str, Any], coding_cfg: dict[str, Any], data
       dataset: ``Dataset.info()`` (name, num_classes, image_shape, mean, std).
     """
     return {"format": FORMAT_VERSION,
+            "package_version": __version__,   # the rsc_jax that wrote it (exports without it still load)
             "model": {"name": model["name"], "spiking": bool(model["spiking"]),
                       "overrides": dict(model.get("overrides", {}))},
             "coding": {"method": coding_cfg["method"], "sigma": float(coding_cfg["sigma"]),

@@ -20,7 +20,52 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 MODES: tuple[str, ...] = ("train", "evaluate", "export", "attack", "certify", "report", "all")
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def _config_dir() -> str:
+    """Where the bundled experiment files live: ``rsc_jax/configs`` in an installed package
+    (pyproject.toml maps the repo's top-level ``configs/`` there), the repo's ``configs/``
+    in a checkout or an editable install."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "configs")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "configs")
+
+
+CONFIG_DIR = _config_dir()
+
+
+def config_names(subdir: str = "") -> list[str]:
+    """Names of the bundled configs (``CONFIG_DIR/NAME.py``), or of ``subdir``'s files (``"sweeps"``)."""
+    d = os.path.join(CONFIG_DIR, subdir)
+    return sorted(f[:-3] for f in os.listdir(d) if f.endswith(".py") and not f.startswith("_")) \
+        if os.path.isdir(d) else []
+
+
+def resolve_file(value: str) -> str:
+    """The experiment file ``--config=VALUE`` means, as an absolute path.
+
+    An existing file is taken as given. Otherwise VALUE names a bundled file, so that
+    the CLI works from any folder and after ``pip install``: ``digits``, ``digits.py``,
+    ``configs/digits.py`` (the repo-relative path) and ``sweeps/digits_codings`` all
+    mean ``CONFIG_DIR/...``. Anything else raises ``FileNotFoundError`` with one line
+    naming VALUE and the bundled configs.
+    """
+    if os.path.isfile(value):
+        return os.path.abspath(value)
+    name = value.replace(os.sep, "/")
+    while name.startswith("./"):
+        name = name[2:]
+    if name.startswith("configs/"):
+        name = name[len("configs/"):]
+    if name.endswith(".py"):
+        name = name[:-3]
+    parts = name.split("/")
+    if name and not os.path.isabs(value) and all(p and p not in (".", "..") and not p.startswith("_") for p in parts):
+        path = os.path.join(CONFIG_DIR, *parts) + ".py"
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"config {value!r} is neither a file nor a bundled config; bundled configs: "
+                            f"{', '.join(config_names())} (or give the path of a .py file with get_config())")
 
 
 def call_file(path: str, fn: str = "get_config") -> Any:
@@ -81,7 +126,8 @@ def train() -> ml_collections.ConfigDict:
         keep_checkpoints=2,
         num_devices=0,          # 0 = all devices (every device of every host when multi-host)
         model_axis=1,           # devices on the mesh's "model" axis (big kernels split); 1 = pure DP
-        skip_nonfinite=False)   # True: skip steps with a NaN/Inf loss or gradient (counted)
+        skip_nonfinite=False,   # True: skip steps with a NaN/Inf loss or gradient (counted)
+        tensorboard=False)      # True: metrics also to WORKDIR/tensorboard/ (needs tensorboardX, optional)
 
 
 def evaluation() -> ml_collections.ConfigDict:
@@ -96,8 +142,12 @@ def attack() -> ml_collections.ConfigDict:
     EOT K = 1 and 10. Everything else is our default: M = 10 judge draws, the l_2 grid
     (0, 0.25, 0.5, 1.0) with step 2.5 eps / steps (Madry et al.'s rule), sharper
     surrogates with alpha x 4, Square with 1000 queries and p_init 0.05 (the paper's
-    p_init), sanity eps 64/255 with 20 steps, and the check tolerances. ``quick``
-    applies ``QUICK_ATTACK``.
+    p_init), sanity eps 64/255 with 20 steps, and the check tolerances. ``apgd``
+    (off by default) adds APGD with each of ``apgd_losses`` at every strong eps, with
+    AutoAttack's randomized-defence budget (Croce & Hein, 2020: 100 steps, EOT-20).
+    ``convergence`` (off by default) measures APGD-CE's robust accuracy against gradient
+    evaluations (steps x EOT draws) on the first ``convergence_examples`` test images.
+    ``quick`` applies ``QUICK_ATTACK``.
     """
     return _dict(
         eps_grid=tuple(e / 255 for e in (0.0, 1.0, 2.0, 4.0, 8.0)), strong_eps=(8 / 255,),
@@ -110,14 +160,19 @@ def attack() -> ml_collections.ConfigDict:
         transfer_from="",       # export to craft transfer examples on ("" = WORKDIR/ann_twin/export)
         square=True, square_queries=1000, square_p_init=0.05, square_draws=1,
         sanity=True, sanity_eps=64 / 255, sanity_steps=20,
+        apgd=False, apgd_losses=("ce", "dlr"), apgd_steps=100, apgd_eot=20, apgd_restarts=1,
+        convergence=False, convergence_steps=(10, 50, 100, 200), convergence_eot=(1, 5, 20, 50),
+        convergence_examples=64,
         gradient_check=True, quick=False,
         tol_monotone=0.02, sanity_max_acc=0.05, tol_strong_gap=0.05, tol_blackbox=0.02, grad_min_frac=0.9)
 
 
 # ``attack.quick`` (ours, for the digits demo): at most these values; num_examples
-# replaces -1 (all).
+# replaces -1 (all); the grids of QUICK_GRIDS replace the configured ones.
 QUICK_ATTACK: dict[str, int] = dict(strong_steps=20, strong_eot=4, judge_draws=4, select_draws=4,
-                                    square_queries=100, sanity_steps=10, num_examples=256)
+                                    square_queries=100, sanity_steps=10, num_examples=256, apgd_steps=20,
+                                    apgd_eot=4)
+QUICK_GRIDS: dict[str, tuple[int, ...]] = dict(convergence_steps=(5, 10, 20), convergence_eot=(1, 4))
 
 
 def certify() -> ml_collections.ConfigDict:

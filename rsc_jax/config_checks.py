@@ -10,13 +10,14 @@ called directly. All checks use the helpers of ``validation``: one rule per quan
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any, Callable
 
 import jax
 import ml_collections
 
-from rsc_jax import coding, config, models, neurons, validation
+from rsc_jax import apgd, coding, config, models, neurons, validation
 from rsc_jax.validation import ConfigError
 
 E = ConfigError
@@ -111,7 +112,9 @@ def check_train(c: Any, ev: Any, p: str = "config.") -> None:
     validation.check_number(t + "lr", c.lr, low=0.0, low_open=True, error=E)
     validation.check_number(t + "momentum", c.momentum, low=0.0, high=1.0, high_open=True, error=E)
     validation.check_number(t + "weight_decay", c.weight_decay, low=0.0, error=E)
-    _bools(c, t, "skip_nonfinite")
+    _bools(c, t, "skip_nonfinite", "tensorboard")
+    if c.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+        validation.fail(t + "tensorboard", True, "tensorboardX is not installed (pip install tensorboardX)", E)
     _ints(ev, q, 1, "batch_size", "draws")
 
 
@@ -119,9 +122,20 @@ def check_attack(c: Any, p: str = "config.attack.") -> None:
     """The ``config.attack`` section (``config.attack()``)."""
     _fields(c, config.attack, p)
     _bools(c, p, "random_start", "common_random_numbers", "fgsm", "l2", "ensemble", "bptr", "transfer",
-           "square", "sanity", "gradient_check", "quick")
+           "square", "sanity", "gradient_check", "quick", "apgd")
     _ints(c, p, 1, "steps", "eot", "strong_steps", "strong_eot", "judge_draws", "batch_size", "select_draws",
-          "square_queries", "square_draws", "sanity_steps")
+          "square_queries", "square_draws", "sanity_steps", "apgd_steps", "apgd_eot", "apgd_restarts")
+    _bools(c, p, "convergence")
+    validation.check_int(p + "convergence_examples", c.convergence_examples, 1, all_value=-1, error=E)
+    for k in ("convergence_steps", "convergence_eot"):
+        validation.check_grid(p + k, c[k], min_len=2, positive=True, error=E)
+        if not all(validation.is_int(v) for v in c[k]):
+            validation.fail(p + k, c[k], "must be a tuple of ints (a budget grid)", E)
+    losses = c.apgd_losses
+    if (not isinstance(losses, (tuple, list)) or not losses or len(set(losses)) != len(losses)
+            or not all(isinstance(n, str) and n in apgd.LOSSES for n in losses)):
+        validation.fail(p + "apgd_losses", losses, f"must be a non-empty tuple of distinct names from "
+                                                   f"{list(apgd.LOSSES)}", E)
     validation.check_int(p + "seed", c.seed, error=E)
     validation.check_int(p + "num_examples", c.num_examples, 1, all_value=-1, error=E)
     _numbers(c, p, "step_size", "l2_step_scale", "sanity_eps", low=0.0, low_open=True)

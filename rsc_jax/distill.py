@@ -248,7 +248,7 @@ def resolve_teacher(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: s
     else:
         tdir = os.path.join(os.path.abspath(workdir), TEACHER_DIR)
         tcfg = teacher_config(cfg)
-        teacher, summary = train.train(tcfg, ds, tdir, mesh=mesh, progress=progress)
+        teacher, summary = train.train(tcfg, ds, tdir, mesh=mesh, progress=progress, desc="train teacher")
         path = export.save(os.path.join(tdir, "export"), teacher)
         report.write_json(os.path.join(tdir, "train_summary.json"), summary)
         info = {"path": path, "trained_here": True, "steps": summary["steps"],

@@ -68,8 +68,14 @@ def load_config(path: str) -> dict[str, Any]:
     if not os.path.isfile(f):
         raise ExportError(f"export path={path!r} has no config.json; is it an export directory "
                           "(a training run writes WORKDIR/export)?")
-    with open(f) as fh:
-        config = json.load(fh)
+    try:
+        with open(f) as fh:
+            config = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as e:   # JSONDecodeError is a ValueError
+        raise ExportError(f"export path={path!r}: {f} is damaged, not valid JSON ({e}); re-export "
+                          "(--mode=export in the training workdir) or train again") from None
+    if not isinstance(config, dict):
+        raise ExportError(f"export path={path!r}: {f} holds {type(config).__name__}, not a JSON object")
     for key in ("model", "coding", "dataset"):
         if key not in config:
             raise ExportError(f"export path={path!r}: config.json lacks {key!r}")
@@ -84,7 +90,34 @@ def load(path: str) -> classifier.Classifier:
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
     try:
         variables = checkpoints.restore_variables(os.path.join(os.path.abspath(path), "variables"), target)
-    except Exception as e:
+    except Exception as e:   # noqa: BLE001 (orbax and TensorStore raise many types)
         raise ExportError(f"export path={path!r}: variables could not be restored for model "
-                          f"{config['model']['name']!r}: {e}") from e
+                          f"{config['model']['name']!r}: {describe_damage(e)}") from None
     return classifier.Classifier(config, variables)
+
+
+def describe_damage(e: BaseException, limit: int = 200) -> str:
+    """One short line for an orbax/TensorStore restore error: the kind of damage and the
+    innermost message's first line (TensorStore's own messages carry a ~60-line spec)."""
+    chain, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    # first lines only: TensorStore's spec (later lines) mentions 'shape' for every array
+    text = " ".join((str(x).strip().splitlines() or [""])[0] for x in chain)
+    if any(k in text for k in ("OUT_OF_RANGE", "byte range", "Truncated", "truncated")):
+        kind = "an array file is truncated"
+    elif any(k in text for k in ("DATA_LOSS", "checksum", "corrupt", "Corrupt", "decompress", "Invalid")):
+        kind = "an array file is corrupted"
+    elif any(isinstance(x, FileNotFoundError) for x in chain) or "NOT_FOUND" in text or "No such file" in text:
+        kind = "a file is missing"
+    elif "shape" in text.lower():
+        kind = "the stored arrays do not have the model's shapes (variables of another architecture?)"
+    else:
+        kind = "the variables are unreadable"
+    inner = next((x for x in reversed(chain) if str(x).strip()), chain[-1])
+    first = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+    if len(first) > limit:
+        first = first[:limit - 3] + "..."
+    return f"{kind} ({type(inner).__name__}: {first})"

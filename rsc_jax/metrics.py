@@ -1,4 +1,4 @@
-"""Small evaluation metrics: QTE, accuracy, standard errors, monotonicity.
+"""Small evaluation metrics: QTE, accuracy, standard errors and intervals, monotonicity.
 
 QTE (SPEC §4; Wu et al., ACM MM 2024) summarises a robustness curve A(eta) of accuracy
 against attack strength eta by its normalised trapezoid area
@@ -9,7 +9,7 @@ which reads as a mean accuracy over [eta_0, eta_max] (over [0, eta_max] when the
 starts at 0, as the default {0, 1, 2, 4, 8}/255 does). The best noise level sigma is the
 one that maximises QTE.
 
-NumPy only (host-side); imports nothing else from the package.
+NumPy and SciPy only (host-side); imports nothing else from the package.
 """
 
 from __future__ import annotations
@@ -68,6 +68,43 @@ def standard_error(p: float, n: int) -> float:
         raise ValueError(f"n={n} is not allowed; n must be >= 1")
     p = min(max(float(p), 0.0), 1.0)
     return math.sqrt(p * (1.0 - p) / n)
+
+
+def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided Clopper-Pearson interval for a proportion of ``k`` successes in
+    ``n`` trials (Clopper and Pearson, 1934), via ``scipy.stats.binomtest``: it covers the
+    true accuracy with probability >= ``level`` for every p.
+
+    Raises:
+      ValueError: n < 1, k outside [0, n], or level outside (0, 1).
+    """
+    import scipy.stats
+    if not (isinstance(n, (int, np.integer)) and n >= 1 and isinstance(k, (int, np.integer)) and 0 <= k <= n):
+        raise ValueError(f"binomial_interval needs ints 0 <= k <= n, n >= 1; got k={k!r}, n={n!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level={level!r} is not allowed; level must be in (0, 1)")
+    ci = scipy.stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[str, float]:
+    """Exact (binomial) McNemar test of two classifiers judged on the same examples.
+
+    With b = #(A right, B wrong) and c = #(A wrong, B right), under H0 (equal accuracy)
+    b ~ Bin(b + c, 1/2); the two-sided p-value is ``binomtest(b, b + c, 0.5)``'s (1 when
+    b + c = 0). McNemar (1947); the exact form is the one to use for small b + c.
+
+    Returns:
+      dict with ``b``, ``c``, ``diff`` (accuracy of A minus B) and ``p_value``.
+    """
+    import scipy.stats
+    a, bb = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != bb.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"correct_a of shape {a.shape} and correct_b of shape {bb.shape} are not allowed; "
+                         "need two [N] boolean arrays over the same N >= 1 examples")
+    b, c = int(np.sum(a & ~bb)), int(np.sum(~a & bb))
+    p = scipy.stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+    return {"b": b, "c": c, "diff": (b - c) / a.size, "p_value": float(p)}
 
 
 def max_increase(values: Sequence[float]) -> float:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from typing import Any, Callable
 
 import jax
@@ -72,6 +73,7 @@ class Run:
     ds: data.Dataset | None
     progress: bool
     _test: list = dataclasses.field(default_factory=list)
+    _clf: list = dataclasses.field(default_factory=list)
 
     def test_arrays(self) -> tuple[Any, Any]:
         """The test images and labels, read once for every mode that needs them."""
@@ -79,35 +81,60 @@ class Run:
             self._test.extend(data.test_arrays(self.ds))
         return self._test[0], self._test[1]
 
+    def classifier(self) -> classifier.Classifier:
+        """The export at ``export_path``, loaded once for every mode that uses it."""
+        if not self._clf:
+            self._clf.append(export.load(self.export_path))
+        return self._clf[0]
+
     def train(self, cfg: Any, workdir: str) -> tuple[classifier.Classifier, dict[str, Any]]:
         if cfg.distill.enabled:    # E-RSCT: resolve/train the teacher, then distil
             return distill.train_student(cfg, self.ds, workdir, mesh=self.mesh, progress=self.progress)
         return train.train(cfg, self.ds, workdir, mesh=self.mesh, progress=self.progress)
 
 
-def _train(r: Run) -> None:
+# Each mode returns its one-line summary and the file it wrote: ``(text, path)``.
+Summary = tuple[str, str]
+
+
+def _trained(summary: dict[str, Any]) -> str:
+    final = summary.get("final")
+    if not final:
+        return f"already trained ({summary['steps']} steps)"
+    resumed = f", resumed from step {summary['resumed_from']}" if summary.get("resumed_from") else ""
+    return (f"{summary['steps']} steps ({summary['seconds']:.0f} s{resumed}): loss {final['loss']:.3f}, "
+            f"training accuracy {final['accuracy']:.3f}")
+
+
+def _train(r: Run) -> Summary:
     clf, summary = r.train(r.cfg, r.workdir)
     export.save(r.export_path, clf)
     report.write_json(report.path(r.workdir, "train"), summary)
+    return _trained(summary), r.export_path
 
 
-def _train_ann_twin(r: Run) -> None:
+def _train_ann_twin(r: Run) -> Summary:
     twin_dir = os.path.join(r.workdir, ANN_TWIN_DIR)
-    clf, _ = train.train(train.ann_twin_config(r.cfg), r.ds, twin_dir, mesh=r.mesh, progress=r.progress)
+    clf, summary = train.train(train.ann_twin_config(r.cfg), r.ds, twin_dir, mesh=r.mesh, progress=r.progress,
+                               desc="train ANN twin")
     export.save(os.path.join(twin_dir, "export"), clf)
+    return _trained(summary), os.path.join(twin_dir, "export")
 
 
-def _export(r: Run) -> None:
+def _export(r: Run) -> Summary:
     # An unfinished run goes on with its own loss; a finished one only re-exports.
-    clf, _ = r.train(r.cfg.copy_and_resolve_references(), r.workdir)
+    clf, summary = r.train(r.cfg.copy_and_resolve_references(), r.workdir)
     export.save(r.export_path, clf)
+    return f"exported step {summary['steps']} of {summary['total_steps']}", r.export_path
 
 
-def _evaluate(r: Run) -> None:
-    res = evaluators.get("clean")(export.load(r.export_path), *r.test_arrays(), r.cfg.eval, workdir=r.workdir,
-                                  mesh=r.mesh, progress=r.progress, seed=r.cfg.seed)
+def _evaluate(r: Run) -> Summary:
+    res = evaluators.get("clean")(r.classifier(), *r.test_arrays(), r.cfg.eval, workdir=r.workdir,
+                                  mesh=r.mesh, progress=r.progress, seed=r.cfg.seed, source=r.export_path)
     logging.info("clean test accuracy %.4f (1 draw), %.4f (%d draws averaged)", res["accuracy"],
                  res[f"accuracy_avg{r.cfg.eval.draws}"], r.cfg.eval.draws)
+    return (f"clean accuracy {res['accuracy']:.4f} (1 draw) / {res[f'accuracy_avg{r.cfg.eval.draws}']:.4f} "
+            f"({r.cfg.eval.draws} draws)", report.path(r.workdir, "evaluation"))
 
 
 def _transfer_source(r: Run) -> classifier.Classifier | None:
@@ -118,47 +145,162 @@ def _transfer_source(r: Run) -> classifier.Classifier | None:
         src = distill.teacher_export_path(r.cfg, r.workdir)   # the teacher is the ANN twin
     if os.path.isdir(src):
         return export.load(src)
-    logging.warning("no transfer source at %s: the transfer attack is skipped", src)
+    logging.warning("no transfer source at %s: the transfer attack is skipped (point "
+                    "--config.attack.transfer_from=PATH at an export, e.g. an ANN twin's, or run --mode=all, which "
+                    "trains one; --config.attack.transfer=False turns the attack off)", src)
     return None
 
 
-def _attack(r: Run) -> None:
-    evaluators.get("robustness")(export.load(r.export_path), *r.test_arrays(), r.cfg.attack, workdir=r.workdir,
-                                 mesh=r.mesh, transfer=_transfer_source(r), progress=r.progress)
+def _attack(r: Run) -> Summary:
+    res = evaluators.get("robustness")(r.classifier(), *r.test_arrays(), r.cfg.attack, workdir=r.workdir,
+                                       mesh=r.mesh, transfer=_transfer_source(r), progress=r.progress,
+                                       source=r.export_path)
+    flagged = sum(c["status"] != "pass" for c in res["checks"])
+    checks = f"{flagged} gradient-masking check(s) FLAGGED" if flagged else "gradient-masking checks pass"
+    if res["worst_case"]:
+        w = res["worst_case"][-1]
+        text = (f"worst case of {len(w['attacks'])} l_inf attacks at {w['eps_255']:g}/255: accuracy "
+                f"{w['acc_single']:.3f} (1 draw) / {w['acc_avg']:.3f} (averaged); {checks}")
+    else:
+        text = f"{len(res['results'])} attack settings on {res['n_examples']} images; {checks}"
+    if r.cfg.attack.convergence:
+        conv = evaluators.get("convergence")(r.classifier(), *r.test_arrays(), r.cfg.attack, workdir=r.workdir,
+                                             mesh=r.mesh, progress=r.progress, source=r.export_path)
+        flagged = [c["name"] for c in conv["checks"] if c["status"] != "pass"]
+        text += f"; convergence {'FLAGGED: ' + ', '.join(flagged) if flagged else 'checks pass'}"
+    return text, report.path(r.workdir, "robustness")
 
 
-def _certify(r: Run) -> None:
-    res = evaluators.get("certification")(export.load(r.export_path), *r.test_arrays(), r.cfg.certify,
-                                          workdir=r.workdir, mesh=r.mesh, progress=r.progress)
+def _certify(r: Run) -> Summary:
+    res = evaluators.get("certification")(r.classifier(), *r.test_arrays(), r.cfg.certify,
+                                          workdir=r.workdir, mesh=r.mesh, progress=r.progress,
+                                          source=r.export_path)
     logging.info("certified accuracy %s at radii %s", res["certified_accuracy"], res["radii"])
+    pairs = [(rad, a) for rad, a in zip(res["radii"], res["certified_accuracy"]) if rad > 0]
+    at = ([p for p in pairs if p[0] in (0.1, 0.25, 0.5)] or pairs)[:2]
+    text = (f"certified accuracy {' / '.join(f'{a:.3f}' for _, a in at)} at l_2 radius "
+            f"{' / '.join(f'{rad:g}' for rad, _ in at)} ({res['num_examples']} images, n = {res['settings']['n']})"
+            if at else f"{res['num_examples']} images certified (n = {res['settings']['n']})")
+    return text, report.path(r.workdir, "certification")
 
 
-MODES: dict[str, Callable[[Run], None]] = {
+def _report(workdir: str, run_config: dict[str, Any]) -> tuple[dict[str, Any], Summary]:
+    rep = report.build(workdir, run_config)
+    parts = [k for _, k, _ in report.SECTIONS if k in rep]
+    return rep, (f"report of {', '.join(parts) or 'nothing yet'}", os.path.join(workdir, "report.md"))
+
+
+def stage_title(cfg: Any, mode: str) -> str:
+    """The header line of one stage, e.g. ``train ANN twin (transfer-attack source)``."""
+    c = cfg.coding
+    coded = c.method + (f" sigma {c.sigma:g}" if coding.get(c.method).gaussian else "") + f", T {c.T}"
+    net = f"{'spiking' if cfg.model.spiking else 'ANN'} {cfg.model.name}"
+    return {
+        "train": f"train {net} ({coded}; {cfg.train.epochs} epoch{'s' if cfg.train.epochs != 1 else ''}"
+                 + ("; E-RSCT, teacher first" if cfg.distill.enabled else "") + ")",
+        "train_ann_twin": "train ANN twin (transfer-attack source)",
+        "export": "export the newest checkpoint",
+        "evaluate": f"evaluate clean accuracy (1 draw and {cfg.eval.draws} averaged)",
+        "attack": f"attack (PGD/EOT grid{', quick preset' if cfg.attack.quick else ''})",
+        "certify": f"certify (randomized smoothing, n = {cfg.certify.n})",
+        "report": "report",
+    }[mode]
+
+
+def shown(path: str) -> str:
+    """``path`` relative to the current folder when inside it (as a user would type it)."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def final_line(done: dict[str, Summary], seconds: float) -> str:
+    """``done in T: <headline> -> <path>``: the clean accuracy (when evaluated) and the
+    report (when written), else the last stage's summary and file."""
+    t = f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+    text, path = list(done.values())[-1]
+    if "report" in done:
+        text, path = done["evaluate"][0] if "evaluate" in done else text, done["report"][1]
+    return f"done in {t}: {text} -> {shown(path)}"
+
+
+MODES: dict[str, Callable[[Run], Summary]] = {
     "train": _train, "train_ann_twin": _train_ann_twin, "export": _export, "evaluate": _evaluate,
     "attack": _attack, "certify": _certify,
 }
+
+
+def recorded_config(cfg: Any) -> dict[str, Any]:
+    """The config as it runs, for config.json and report.json: the attack section with its
+    preset applied (``attack.quick``), so no configured value that did not run is shown."""
+    out = cfg.to_dict()
+    out["attack"] = evaluators.robustness.effective_config(cfg.attack).to_dict()
+    return out
+
+
+def check_matches_export(cfg: Any, exported: dict[str, Any], path: str) -> None:
+    """The config must describe the model it evaluates: an export is coded as it was trained.
+
+    Refuses (one line) a ``config.model``/``config.coding`` field that differs from the
+    export's, so that the workdir never records one value while another is used
+    (sigma only for the codings that draw Gaussian noise; the others ignore it)."""
+    model, cod = exported["model"], exported["coding"]
+    fields = [("model.name", cfg.model.name, model["name"]), ("model.spiking", cfg.model.spiking, model["spiking"]),
+              ("coding.method", cfg.coding.method, cod["method"]), ("coding.T", cfg.coding.T, cod["T"])]
+    if coding.get(cod["method"]).gaussian:
+        fields.append(("coding.sigma", float(cfg.coding.sigma), float(cod["sigma"])))
+    for field, ours, theirs in fields:
+        if ours != theirs:
+            raise ConfigError(
+                f"config.{field}={ours!r} is not allowed; the export {path!r} was trained with {theirs!r} and is "
+                f"evaluated as it was trained: pass --config.{field}={theirs!r} (every differing field: "
+                + ", ".join(f"{f}={t!r}" for f, o, t in fields if o != t) + ")")
+
+
 NEEDS_DATA = ("train", "train_ann_twin", "evaluate", "export", "attack", "certify")
 
 
-def run(cfg: Any, workdir: str, mode: str, *, export_path: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Runs ``mode`` (see the module docstring); returns the report when one is written."""
+def run(cfg: Any, workdir: str, mode: str, *, export_path: str | None = None, progress: bool = True,
+        say: Callable[[str], None] | None = None, started: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Runs ``mode`` (see the module docstring); returns the report when one is written.
+
+    ``say`` gets each stage's header (``[i/n] title``), its one-line summary (when there
+    are several stages) and a final ``done in ...`` line; ``started`` gets the workdir
+    once the run has passed every check (and an existing export to be used has loaded),
+    just before ``config.json`` is written: a refused or failed start changes nothing
+    in the workdir. The command line prints the lines and opens its log file there.
+    """
+    t_start = time.time()
     modes = plan(cfg, mode)
     config_checks.validate(cfg, modes)
     workdir = check_workdir(workdir)
     mesh = parallel.make_mesh(cfg.train.num_devices or None, cfg.train.model_axis)
     export_path = export_path or os.path.join(workdir, "export")
-    run_config = cfg.to_dict()
+    run_config = recorded_config(cfg)
     # Processes launched with different flags would hang in the first collective.
     parallel.check_same(json.dumps({"config": run_config, "mode": ",".join(modes), "workdir": workdir,
                                     "export": export_path}, sort_keys=True, default=str))
     ds = data.load(cfg) if set(NEEDS_DATA) & set(modes) else None   # data errors stop the run first
     r = Run(cfg, workdir, export_path, mesh, ds, progress)
     if ds is not None and not {"train", "export"} & set(modes) and {"evaluate", "attack", "certify"} & set(modes):
-        # An existing export must fit the data (image shape, label range) before compiling.
-        classifier.check_inputs(export.load_config(export_path), *r.test_arrays(), where=export_path)
+        # An existing export must fit the config and the data (image shape, label range)
+        # before anything compiles.
+        exported = export.load_config(export_path)
+        check_matches_export(cfg, exported, export_path)
+        classifier.check_inputs(exported, *r.test_arrays(), where=export_path)
+        r.classifier()   # the variables load before config.json is written: a damaged export changes nothing
+    if started is not None:
+        started(workdir)
     report.write_json(os.path.join(workdir, "config.json"), run_config)
-    for m in modes:
+    say = say or (lambda text: None)
+    done: dict[str, Summary] = {}
+    built: dict[str, Any] = {}
+    for i, m in enumerate(modes, 1):
+        say(f"[{i}/{len(modes)}] {stage_title(cfg, m)}")
         if m == "report":
-            return report.build(workdir, run_config)
-        MODES[m](r)
-    return {}
+            built, done[m] = _report(workdir, run_config)
+        else:
+            done[m] = MODES[m](r)
+        if len(modes) > 1:
+            say(f"      {done[m][0]} -> {shown(done[m][1])}")
+    say(final_line(done, time.time() - t_start))
+    return built

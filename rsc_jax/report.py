@@ -14,13 +14,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from rsc_jax import certify, coding, parallel
+from rsc_jax import __version__, certify, coding, metrics, parallel
 
 # (file in the workdir, key in report.json, title)
 SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("train_summary.json", "train", "Training"),
     ("evaluation.json", "evaluation", "Clean evaluation"),
     ("robustness.json", "robustness", "Robustness"),
+    ("convergence.json", "convergence", "Attack convergence"),
     ("certified.json", "certification", "Certification"),
 )
 
@@ -69,6 +70,45 @@ def write_robustness(workdir: str, result: Mapping[str, Any]) -> None:
     plot_robustness(result, os.path.join(workdir, "robustness.png"))
 
 
+def write_convergence(workdir: str, result: Mapping[str, Any]) -> None:
+    """``convergence.json`` and ``convergence.png`` (accuracy against gradient evaluations)."""
+    if not parallel.is_primary():
+        return
+    os.makedirs(workdir, exist_ok=True)
+    write_json(path(workdir, "convergence"), result, indent=1)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, accs, cis, evals in zip(result["eot"], result["accuracy"], result["ci95"], result["grad_evals"]):
+        line, = ax.plot(evals, accs, "o-", label=f"EOT {k}")
+        ax.fill_between(evals, [c[0] for c in cis], [c[1] for c in cis], color=line.get_color(), alpha=0.12)
+    ax.set_xscale("log")
+    ax.set_xlabel("gradient evaluations per example (steps x EOT draws)")
+    ax.set_ylabel(f"accuracy (M = {result['judge_draws']} draws averaged)")
+    ax.set_title(f"APGD-CE at eps {result['eps_255']:.3g}/255, n = {result['n_examples']} "
+                 f"(95 % intervals shaded)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "convergence.png"), dpi=110)
+    plt.close(fig)
+
+
+def convergence_markdown(result: Mapping[str, Any]) -> str:
+    """The convergence section of report.md."""
+    steps = result["steps"]
+    lines = ["## Attack convergence", "",
+             f"APGD-CE at l_inf eps {result['eps_255']:.3g}/255 on the first {result['n_examples']} test images "
+             f"(preset `{result['preset']}`): accuracy of the {result['judge_draws']}-draw-averaged logits "
+             "[95 % interval] by steps (columns) and EOT draws per step (rows).", "",
+             "| EOT \\ steps | " + " | ".join(str(t) for t in steps) + " |", "|---|" + "---|" * len(steps)]
+    for k, accs, cis in zip(result["eot"], result["accuracy"], result["ci95"]):
+        lines.append(f"| {k} | " + " | ".join(f"{a:.3f} [{c[0]:.3f}, {c[1]:.3f}]" for a, c in zip(accs, cis)) + " |")
+    lines += ["", "| check | status | detail |", "|---|---|---|"]
+    for c in result["checks"]:
+        lines.append(f"| {c['name']} | {'pass' if c['status'] == 'pass' else '**FLAG**'} | {c['detail']} |")
+    return "\n".join(lines + ["", "![convergence](convergence.png)", ""])
+
+
 def write_certification(workdir: str, result: Mapping[str, Any], lines: Sequence[str], radius: np.ndarray,
                         correct: np.ndarray) -> None:
     """``certify.jsonl`` (one JSON line per example), ``certified.json`` and ``certified.png``."""
@@ -86,42 +126,53 @@ def write_certification(workdir: str, result: Mapping[str, Any], lines: Sequence
 # --------------------------------------------------------------------------- robustness
 
 
+def _fit_ylim(ax: Any, values: Sequence[float]) -> None:
+    """A y range around the data (at least 0.1 wide, inside [0, 1] plus a margin), so
+    curves that differ by a point are not squeezed against 1.0."""
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = max(0.1 - (hi - lo), 0.0) / 2 + 0.05 * max(hi - lo, 0.1)
+    ax.set_ylim(max(lo - pad, -0.02), min(hi + pad, 1.02))
+
+
 def plot_robustness(result: Mapping[str, Any], path: str) -> None:
     """Accuracy (M-draw averaged, solid; single draw, dotted) vs eps per attack curve,
-    l_inf (eps x 255) and l_2 panels; single-eps attacks as markers."""
+    l_inf (eps x 255) and l_2 panels, each scaled to its data; single-eps attacks as
+    markers; legends below the panels."""
     plt = _pyplot()
     curves = result["curves"]
     has_l2 = any(c["norm"] == "l2" for c in curves.values())
-    fig, axes = plt.subplots(1, 2 if has_l2 else 1, figsize=(11 if has_l2 else 6, 4), squeeze=False)
-    ax = axes[0, 0]
+    fig, axes = plt.subplots(1, 2 if has_l2 else 1, figsize=(12 if has_l2 else 6.5, 5.2), squeeze=False)
+    panels = {"linf": axes[0, 0], "l2": axes[0, 1] if has_l2 else None}
+    shown: dict[str, list[float]] = {"linf": [], "l2": []}
     for name, c in curves.items():
-        a = axes[0, 1] if c["norm"] == "l2" else ax
-        scale = 255.0 if c["norm"] == "linf" else 1.0
-        eta = np.asarray(c["eta"]) * scale
+        a = panels[c["norm"]]
+        eta = np.asarray(c["eta"]) * (255.0 if c["norm"] == "linf" else 1.0)
         line, = a.plot(eta, c["acc_avg"], "o-", label=f"{name} (M-avg, QTE {c['qte_avg']:.3f})")
         a.plot(eta, c["acc_single"], ":", color=line.get_color(), label=f"{name} (1 draw)")
+        shown[c["norm"]] += list(c["acc_avg"]) + list(c["acc_single"])
     markers = "sv^Dxp*h"
     point_rows = [r for r in result["results"] if r["curve"] is None and r["norm"] == "linf"
                   and r["name"] not in ("clean", "sanity-pgd")]
     for i, r in enumerate(point_rows):
-        ax.plot([r["eps_255"]], [r["acc_avg"]], markers[i % len(markers)], label=f"{r['name']} (M-avg)")
-    ax.set_xlabel("eps (l_inf, x 1/255)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("l_inf attacks")
-    ax.legend(fontsize=7)
-    if has_l2:
-        axes[0, 1].set_xlabel("eps (l_2)")
-        axes[0, 1].set_ylim(-0.02, 1.02)
-        axes[0, 1].set_title("l_2 attacks")
-        axes[0, 1].legend(fontsize=7)
+        panels["linf"].plot([r["eps_255"]], [r["acc_avg"]], markers[i % len(markers)], ms=7,
+                            label=f"{r['name']} (M-avg)")
+        shown["linf"].append(r["acc_avg"])
+    for norm, a in panels.items():
+        if a is None:
+            continue
+        a.set_xlabel("eps (l_inf, x 1/255)" if norm == "linf" else "eps (l_2)")
+        a.set_ylabel("accuracy")
+        a.set_title(f"{'l_inf' if norm == 'linf' else 'l_2'} attacks")
+        a.grid(alpha=0.3)
+        _fit_ylim(a, shown[norm])
+        a.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     cod = result.get("coding", {})
     fig.suptitle(f"robustness: coding {cod.get('method', '?')} sigma={cod.get('sigma', '?')} "
-                 f"T={cod.get('T', '?')}, n={result['n_examples']}, M={result['judge_draws']}")
+                 f"T={cod.get('T', '?')}, n={result['n_examples']}, M={result['judge_draws']}, "
+                 f"preset {result.get('preset', '?')}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
-
 
 
 def _fmt(v: Any) -> str:
@@ -132,6 +183,11 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     return str(v)
+
+
+def _ci(r: Mapping[str, Any]) -> str:
+    ci = r.get("ci95_avg")
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
 
 
 def robustness_markdown(result: Mapping[str, Any], *, png: str | None = None) -> str:
@@ -145,9 +201,13 @@ def robustness_markdown(result: Mapping[str, Any], *, png: str | None = None) ->
              "`acc (1 draw)` is the single-draw accuracy averaged over the M fresh draws; "
              "`acc (M-avg)` classifies the logits averaged over the M draws. "
              "Attacks are crafted and judged on separate per-example key streams.", "",
+             f"Attack budget preset: `{result.get('preset', '?')}`"
+             + (" (`config.attack.quick`: the reductions of `config.QUICK_ATTACK`; every setting below "
+                "is the one that ran)" if result.get("preset") == "quick" else "")
+             + (f"; export attacked: `{result['export']}`" if result.get("export") else "") + ".", "",
              "### Settings and accuracy", "",
              "| attack | norm | eps | eps x 255 | steps | step size | EOT K | crafted with | "
-             "acc (1 draw) | acc (M-avg) | +- s.e. |",
+             "acc (1 draw) | acc (M-avg) | 95 % interval (M-avg) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["results"]:
         extra = f" (queries {r['queries']}, p_init {_fmt(r['p_init'])})" if r.get("attack") == "square" else ""
@@ -155,7 +215,7 @@ def robustness_markdown(result: Mapping[str, Any], *, png: str | None = None) ->
             f"| {r['name']}{extra} | {r['norm']} | {_fmt(r['eps'])} | {_fmt(r.get('eps_255'))} | "
             f"{_fmt(r.get('steps'))} | {_fmt(r.get('step_size'))} | {_fmt(r.get('eot'))} | "
             f"{r.get('crafted_with', 'model')} | {r['acc_single']:.4f} | {r['acc_avg']:.4f} | "
-            f"{r['se_avg']:.4f} |")
+            f"{_ci(r)} |")
         if "per_variant" in r:
             for nm, v in r["per_variant"].items():
                 lines.append(f"| &nbsp;&nbsp;pgd via `{nm}` | linf | {_fmt(r['eps'])} | {_fmt(r.get('eps_255'))} | "
@@ -168,10 +228,11 @@ def robustness_markdown(result: Mapping[str, Any], *, png: str | None = None) ->
         lines.append(f"| {name} | {c['norm']} | {grid} | {c['qte_single']:.4f} | {c['qte_avg']:.4f} |")
     if result.get("worst_case"):
         lines += ["", "### Worst case over l_inf attacks (per example)", "",
-                  "| eps x 255 | attacks | acc (1 draw) | acc (M-avg) |", "|---|---|---|---|"]
+                  "| eps x 255 | attacks | acc (1 draw) | acc (M-avg) | 95 % interval (M-avg) |",
+                  "|---|---|---|---|---|"]
         for w in result["worst_case"]:
             lines.append(f"| {w['eps_255']:.3g} | {', '.join(w['attacks'])} | {w['acc_single']:.4f} | "
-                         f"{w['acc_avg']:.4f} |")
+                         f"{w['acc_avg']:.4f} | {_ci(w)} |")
     lines += ["", "### Gradient-masking checks (Athalye et al., 2018)", "",
               "| check | status | detail |", "|---|---|---|"]
     for c in result["checks"]:
@@ -221,7 +282,14 @@ def certification_markdown(result: Mapping[str, Any]) -> str:
         "|---|" + "---|" * len(result["radii"]),
         "| certified accuracy | " + " | ".join(f"{100 * a:.1f}%" for a in
                                                result["certified_accuracy"]) + " |",
+        "| 95 % interval | " + " | ".join(
+            "[{:.1f}, {:.1f}]".format(*(100 * v for v in metrics.binomial_interval(
+                int(round(a * result["num_examples"])), result["num_examples"])))
+            for a in result["certified_accuracy"]) + " |",
         "",
+        *([f"- Largest radius n = {s['n']:,} and alpha = {s['alpha']:g} can certify: "
+           f"{result['max_certifiable_radius']:.3f} (a 0 beyond it is the sample size's, not the model's)"]
+          if "max_certifiable_radius" in result else []),
         f"- Average certified radius (ACR): {result['acr']:.3f}",
         f"- Abstain rate: {100 * result['abstain_rate']:.1f}%",
         f"- Throughput: {result['images_per_second']:.3g} images/s "
@@ -245,13 +313,20 @@ def _train_md(r: dict[str, Any]) -> str:
 
 def _eval_md(r: dict[str, Any]) -> str:
     avg = next(k for k in r if k.startswith("accuracy_avg"))
-    return ("| examples | accuracy (1 draw) | accuracy (logits averaged over "
-            f"{r['draws']} draws) | seed |\n|---|---|---|---|\n"
-            f"| {r['num_examples']} | {r['accuracy']:.4f} | {r[avg]:.4f} | {r['seed']} |\n")
+    n = r["num_examples"]
+
+    def acc(p: float) -> str:
+        low, high = metrics.binomial_interval(int(round(p * n)), n)
+        return f"{p:.4f} [{low:.3f}, {high:.3f}]"
+
+    return ("| examples | accuracy (1 draw) [95 % interval] | accuracy (logits averaged over "
+            f"{r['draws']} draws) [95 % interval] | seed |\n|---|---|---|---|\n"
+            f"| {n} | {acc(r['accuracy'])} | {acc(r[avg])} | {r['seed']} |\n")
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "train": _train_md, "evaluation": _eval_md, "robustness": robustness_markdown,
+    "convergence": convergence_markdown,
     "certification": certification_markdown}
 
 
@@ -262,18 +337,24 @@ def build(workdir: str, run_config: dict[str, Any],
     ``extra_markdown`` maps a report key to a renderer that replaces ``RENDERERS``'s.
     """
     renderers = {**RENDERERS, **(extra_markdown or {})}
-    report: dict[str, Any] = {"config": run_config}
-    export_cfg = read_json(os.path.join(workdir, "export", "config.json"))
+    report: dict[str, Any] = {"package_version": __version__, "config": run_config}
+    results = {key: read_json(os.path.join(workdir, fname)) for fname, key, _ in SECTIONS}
+    # The export the results came from (``--export=PATH``), else the run's own.
+    path = next((r["export"] for r in results.values() if r and r.get("export")),
+                os.path.join(workdir, "export"))
+    export_cfg = read_json(os.path.join(path, "config.json"))
     if export_cfg:
         report["export"] = export_cfg
+        report["export_path"] = os.path.abspath(path)
     md = [f"# rsc_jax report: {os.path.basename(os.path.abspath(workdir))}\n"]
     if export_cfg:
         c, m, d = export_cfg["coding"], export_cfg["model"], export_cfg["dataset"]
         kind = "spiking" if m["spiking"] else "ANN twin"
         md.append(f"Model `{m['name']}` ({kind}) on `{d['name']}` ({d['num_classes']} classes, images "
-                  f"{tuple(d['image_shape'])}); coding `{c['method']}`, sigma {c['sigma']}, T {c['T']}.\n")
+                  f"{tuple(d['image_shape'])}); coding `{c['method']}`, sigma {c['sigma']}, T {c['T']}; "
+                  f"export `{path}`.\n")
     for fname, key, title in SECTIONS:
-        r = read_json(os.path.join(workdir, fname))
+        r = results[key]
         if r is None:
             continue
         report[key] = r

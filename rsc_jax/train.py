@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from rsc_jax import backend, checkpoints, classifier, data, losses, parallel
+from rsc_jax import backend, checkpoints, classifier, data, losses, parallel, validation
 
 Array = jax.Array
 PyTree = Any
@@ -133,32 +133,54 @@ class NonFiniteError(FloatingPointError):
 
 
 class Preempted(RuntimeError):
-    """SIGTERM stopped training; a checkpoint was saved at ``step`` (rerun to resume)."""
+    """SIGTERM or SIGINT (Ctrl-C) stopped training; a checkpoint was saved at ``step``
+    (rerun to resume). ``exit_status`` is 128 + the signal's number (143, 130)."""
 
-    def __init__(self, step: int, directory: str) -> None:
-        super().__init__(f"stopped by SIGTERM after step {step}: a checkpoint of step {step} is saved in "
+    def __init__(self, step: int, directory: str, signum: int = signal.SIGTERM) -> None:
+        name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signal.Signals(signum).name
+        super().__init__(f"stopped by {name} after step {step}: a checkpoint of step {step} is saved in "
                          f"{directory}; rerun the same command to resume from there")
-        self.step, self.directory = step, directory
+        self.step, self.directory, self.signum = step, directory, int(signum)
+        self.exit_status = 128 + int(signum)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextlib.contextmanager
-def sigterm_flag():
-    """Yields an ``Event`` that SIGTERM sets (instead of killing the process).
+def stop_flag():
+    """Yields an ``Event`` that SIGTERM or SIGINT sets (instead of ending the process);
+    its ``signum`` attribute says which signal came first.
 
-    TPU VMs and SLURM send SIGTERM some time before a preemption; the training loop
-    checks the flag after every step, saves and stops. Outside the main thread (where
-    Python cannot install handlers) the flag is never set. The previous handler is
-    restored on exit.
+    TPU VMs and SLURM send SIGTERM some time before a preemption, and Ctrl-C sends
+    SIGINT; the training loop checks the flag after every step, saves and stops. A
+    second SIGINT raises ``KeyboardInterrupt`` (quit now; the last checkpoint is kept).
+    Outside the main thread (where Python cannot install handlers) the flag is never
+    set. The previous handlers are restored on exit.
     """
     flag = threading.Event()
+    flag.signum = None
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+
+    def handler(signum, frame):
+        if flag.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if not flag.is_set():
+            flag.signum = signum
+        flag.set()
+
+    handler.graceful = True          # ``terminal.watch_ctrl_c`` tells the user what Ctrl-C does here
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+sigterm_flag = stop_flag   # the older name
 
 
 def first_nonfinite(ms: list[dict[str, Any]], first_step: int) -> tuple[int, list[str]] | None:
@@ -174,6 +196,50 @@ def first_nonfinite(ms: list[dict[str, Any]], first_step: int) -> tuple[int, lis
     return None
 
 
+def trim_metrics(path: str, step: int) -> int:
+    """Drops the lines of ``metrics.jsonl`` past ``step`` (the step training resumes
+    from: a run killed after logging steps it had not checkpointed yet) and torn lines
+    (a write cut short); returns how many lines were dropped."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):
+            pass
+    if len(keep) != len(lines):
+        with open(path + ".tmp", "w") as f:
+            f.writelines(keep)
+        os.replace(path + ".tmp", path)
+        logging.info("metrics.jsonl: dropped %d line(s) past step %d (from an interrupted run)",
+                     len(lines) - len(keep), step)
+    return len(lines) - len(keep)
+
+
+@contextlib.contextmanager
+def tensorboard_writer(workdir: str, start: int, enabled: bool = True):
+    """A tensorboardX ``SummaryWriter`` on ``WORKDIR/tensorboard`` (None unless ``enabled``),
+    closed on exit. Events past ``start`` from an interrupted run are purged."""
+    if not enabled:
+        yield None
+        return
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError as e:
+        raise validation.ConfigError(
+            "config.train.tensorboard=True is not allowed here: tensorboardX is not installed "
+            "(pip install tensorboardX), or pass --config.train.tensorboard=False") from e
+    writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start + 1 if start else None)
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
 def summarise(ms: list[dict[str, Any]]) -> dict[str, float]:
     """Mean of each metric over the finite steps of ``ms``, plus ``skipped`` (their count)."""
     good = [m for m in ms if m["finite"]] or ms
@@ -185,13 +251,17 @@ def summarise(ms: list[dict[str, Any]]) -> dict[str, float]:
 def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mesh: jax.sharding.Mesh,
           clf_config: dict[str, Any] | None = None, loss_factory: Callable[[classifier.Classifier], LossFn] | None = None,
           init_variables: PyTree | None = None, loss_inputs: PyTree | None = None, progress: bool = True,
-          max_steps: int | None = None) -> tuple[classifier.Classifier, dict[str, Any]]:
+          max_steps: int | None = None, desc: str = "train") -> tuple[classifier.Classifier, dict[str, Any]]:
     """Trains (or resumes training) and returns the classifier and a summary.
 
     Checkpoints go to ``WORKDIR/checkpoints`` every ``train.checkpoint_every`` steps,
     at every epoch end and at the end; metrics to ``WORKDIR/metrics.jsonl``. A run
     restarted with the same command resumes from the newest good checkpoint and
-    ends with the same parameters as an uninterrupted run.
+    ends with the same parameters as an uninterrupted run; the lines of
+    ``metrics.jsonl`` past the restored step (logged by a run killed before its next
+    checkpoint) are dropped then, so that every step appears once. SIGTERM or SIGINT
+    (Ctrl-C) saves a checkpoint after the current step and raises ``Preempted``. With
+    ``train.tensorboard`` the metrics also go to ``WORKDIR/tensorboard/`` (tensorboardX).
 
     Args:
       loss_factory: builds the loss from the classifier (default: cross-entropy);
@@ -201,6 +271,7 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
         loss's fifth argument (E-RSCT: the frozen teacher's variables); default none.
       max_steps: stop after this many steps of this invocation (a checkpoint is
         saved there), as a preempted job would; the next call resumes.
+      desc: the progress bar's label.
     """
     tc = cfg.train
     clf_config = clf_config or classifier_config(cfg, ds)
@@ -250,15 +321,18 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     stop = total if max_steps is None else min(total, start + max_steps)
     primary = parallel.is_primary()
-    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (progress and primary),
+    if primary:
+        trim_metrics(metrics_path, start)
+    bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not (progress and primary),
                dynamic_ncols=True)
     skip = bool(cfg.train.get("skip_nonfinite", False))
-    with open(metrics_path, "a") as mf, sigterm_flag() as sigterm:
+    with open(metrics_path, "a") as mf, stop_flag() as stop_signal, \
+            tensorboard_writer(workdir, start, enabled=primary and bool(tc.get("tensorboard", False))) as tb:
         for s, batch in zip(range(start, stop), data.prefetch(make_batch, range(start, stop))):
             state, m = step_fn(state, parallel.global_batch(batch, mesh, tc.batch_size), *extra)
             pending.append(m)
             last = s + 1 == stop
-            preempt = sigterm.is_set() and not last
+            preempt = stop_signal.is_set()
             save = (s + 1) % tc.checkpoint_every == 0 or (s + 1) % spe == 0 or last or preempt
             # Metrics are checked before every save, so a NaN state is never checkpointed.
             if (s + 1) % tc.log_every == 0 or save:
@@ -284,20 +358,28 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
                 if primary:
                     mf.write(json.dumps(rec) + "\n")
                     mf.flush()
+                if tb is not None:
+                    for k, v in rec.items():
+                        tb.add_scalar(f"train/{k}", v, rec["step"])
                 history.append(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}")
             bar.update(1)
             if save:
                 checkpoints.save_state(mngr, state, dict(meta, step=s + 1, skipped_steps=skipped_total))
+                if tb is not None:
+                    tb.flush()
             if preempt:
                 mngr.wait_until_finished()
                 mngr.close()
                 bar.close()
-                raise Preempted(s + 1, str(mngr.directory))
-    bar.close()
-    if total == 0 or start >= total:
-        checkpoints.save_state(mngr, state, dict(meta, step=int(parallel.gather(state["step"]))))
-    mngr.wait_until_finished()
+                raise Preempted(s + 1, str(mngr.directory), stop_signal.signum)
+        bar.close()
+        if total == 0 or start >= total:
+            checkpoints.save_state(mngr, state, dict(meta, step=int(parallel.gather(state["step"]))))
+        mngr.wait_until_finished()
+        if stop_signal.is_set():   # the signal came after the last step's check: all is saved, stop all the same
+            mngr.close()
+            raise Preempted(int(parallel.gather(state["step"])), str(mngr.directory), stop_signal.signum)
     mngr.close()
     variables = parallel.gather({"params": state["params"], "batch_stats": state["batch_stats"]})
     summary = {"steps": int(parallel.gather(state["step"])), "total_steps": total, "resumed_from": start, "seconds": round(time.time() - t0, 2),

@@ -447,6 +447,10 @@ def test_run_writes_files(tmp_path):
     assert "Certified robustness" in md and f"{res['acr']:.3f}" in md
     assert "sqrt(T)" in md and "certified.png" in md
     assert md.count("|") >= 2 * (len(res["radii"]) + 1)
+    # all 200 draws agreeing gives p_A = 0.01^(1/200), the largest radius n and alpha allow
+    assert res["max_certifiable_radius"] == pytest.approx(0.5 * scipy.stats.norm.ppf(0.01 ** (1 / 200)) / math.sqrt(2))
+    assert rad.max() <= res["max_certifiable_radius"] + 1e-12 and "Largest radius" in md
+    assert "95 % interval" in md
 
 
 def test_run_num_examples_and_uint8(tmp_path):

@@ -17,7 +17,8 @@ TINY = ["--config.train.epochs=1", "--config.model.width=0.25", "--config.coding
         # a small attack grid and certification: the full pipeline, at test size
         "--config.attack.num_examples=32", "--config.attack.batch_size=32", "--config.attack.strong_steps=8",
         "--config.attack.ensemble=False", "--config.attack.l2=False", "--config.attack.square=False",
-        "--config.attack.sanity_steps=5",
+        "--config.attack.sanity_steps=5", "--config.attack.apgd_steps=4", "--config.attack.apgd_eot=1",
+        "--config.attack.convergence=False",
         "--config.certify.num_examples=4", "--config.certify.n=200", "--config.certify.batch=100",
         "--config.certify.image_batch=4"]
 
@@ -42,10 +43,30 @@ def test_cli_all_writes_report(tmp_path):
     assert report["robustness"]["n_examples"] == 32 and report["certification"]["num_examples"] == 4
     assert (wd / "ann_twin" / "export" / "config.json").is_file()   # the transfer source
     assert (wd / "export" / "config.json").is_file() and (wd / "metrics.jsonl").is_file()
-    # A second run of the finished job resumes at the end instead of retraining.
-    p2 = _cli(f"--workdir={wd}", "--mode=train", *TINY)
+    # The terminal: one header per stage, one summary line each, a final line naming the
+    # report; no library log line (orbax's INFO lines, absl's) -- those are in log.txt.
+    out = p.stdout.splitlines()
+    assert [ln.split("]")[0] + "]" for ln in out if ln.startswith("[")] == [f"[{i}/6]" for i in range(1, 7)]
+    assert "[2/6] train ANN twin (transfer-attack source)" in out
+    assert any(ln.strip().startswith("clean accuracy ") and ln.endswith("evaluation.json") for ln in out)
+    assert any("certified accuracy" in ln and ln.endswith("certified.json") for ln in out)
+    assert out[-1].startswith("done in ") and out[-1].endswith(str(wd / "report.md")), out[-1]
+    assert len(out) == 13 and p.stderr.strip() == "", (p.stdout, p.stderr[-3000:])
+    log = (wd / "log.txt").read_text()
+    assert log.startswith("===== ") and "checkpoint_manager.py" in log and "CheckpointManager" in log
+    # A second run of the finished job resumes at the end instead of retraining; every
+    # mode and comma list ends with one summary line.
+    p2 = _cli(f"--workdir={wd}", "--mode=train,export,report", *TINY)
     assert p2.returncode == 0, p2.stderr[-3000:]
     assert json.loads((wd / "train_summary.json").read_text())["resumed_from"] == 1437 // 64
+    out2 = p2.stdout.splitlines()
+    assert out2[0].startswith("[1/3] train ") and out2[2] == "[2/3] export the newest checkpoint", out2
+    assert out2[-1].startswith("done in ") and out2[-1].endswith("report.md") and len(out2) == 7, out2
+    assert p2.stderr.strip() == "", p2.stderr[-3000:]
+    assert (wd / "log.txt").read_text().count("\n===== ") == 1          # appended, one header per run
+    p3 = _cli(f"--workdir={wd}", "--mode=report", "--progress=false")
+    assert p3.returncode == 0 and p3.stdout.splitlines()[0] == "[1/1] report", p3.stderr[-3000:]
+    assert p3.stdout.splitlines()[-1].startswith("done in ") and "report of train, evaluation" in p3.stdout
 
 
 def test_cli_bad_value_fails_before_compiling_and_keeps_files(tmp_path):

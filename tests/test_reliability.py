@@ -49,11 +49,22 @@ class Run:
     proc: subprocess.Popen
     err_path: str
     workdir: str
+    log_start: int = 0      # size of WORKDIR/log.txt (appended by every run) when this run started
 
     @property
     def stderr(self) -> str:
         with open(self.err_path, errors="replace") as f:
             return f.read()
+
+    @property
+    def log(self) -> str:
+        """stderr and this run's part of WORKDIR/log.txt (INFO lines go only there)."""
+        try:
+            with open(os.path.join(self.workdir, "log.txt"), errors="replace") as f:
+                f.seek(self.log_start)
+                return self.stderr + f.read()
+        except FileNotFoundError:
+            return self.stderr
 
     def wait(self, timeout: float = 300) -> int:
         return self.proc.wait(timeout=timeout)
@@ -65,10 +76,12 @@ def _start(workdir: str, cache: str, tag: str, *extra: str) -> Run:
     env.pop("XLA_FLAGS", None)
     err = os.path.join(os.path.dirname(workdir), f"{os.path.basename(workdir)}.{tag}.stderr")
     f = open(err, "w")
+    log = os.path.join(workdir, "log.txt")
+    log_start = os.path.getsize(log) if os.path.exists(log) else 0
     p = subprocess.Popen([sys.executable, "-m", "rsc_jax.main", f"--workdir={workdir}", *ARGS, *extra],
                          stdout=subprocess.DEVNULL, stderr=f, cwd=ROOT, env=env)
     f.close()
-    return Run(p, err, workdir)
+    return Run(p, err, workdir, log_start)
 
 
 def _ckpt_dir(workdir: str) -> str:
@@ -177,7 +190,7 @@ def test_preemption_sigkill_sigterm_and_corruption_end_bit_for_bit(tmp_path):
     b.wait()
     _count("SIGKILL during a checkpoint save")
     assert in_flight, "the kill did not happen during a save"
-    assert "resuming from step" in b.stderr
+    assert "resuming from step" in b.log
     assert committed_steps(wd), "the interrupted save left no checkpoint"
 
     # 3. A truncated newest checkpoint: detected on restore, reported, moved aside,
@@ -185,11 +198,11 @@ def test_preemption_sigkill_sigterm_and_corruption_end_bit_for_bit(tmp_path):
     damaged = _corrupt_newest(wd)
     _count("truncated newest checkpoint")
     c = _start(wd, cache, "c")
-    assert watch(c, lambda: "resuming from step" in c.stderr, snaps)
+    assert watch(c, lambda: "resuming from step" in c.log, snaps)
     c.proc.send_signal(signal.SIGKILL)
     c.wait()
     _count("SIGKILL during restore/compile")
-    err = c.stderr
+    err = c.log
     assert f"checkpoint at step {damaged}" in err and "could not be restored" in err, err[-3000:]
     assert "moved to" in err and os.listdir(os.path.join(wd, "checkpoints_damaged"))
     resumed_c = int(err.split("resuming from step ")[1].split()[0])
@@ -208,6 +221,20 @@ def test_preemption_sigkill_sigterm_and_corruption_end_bit_for_bit(tmp_path):
     stopped = int(err.split("stopped by SIGTERM after step ")[1].split(":")[0])
     assert stopped in committed_steps(wd) and stopped < TOTAL_STEPS
 
+    # 6. SIGINT (Ctrl-C) in training is handled like SIGTERM: saved at the current step,
+    #    one line (no traceback), exit status 130; the restart resumes there.
+    f = _start(wd, cache, "f")
+    n_lines = len(metrics_steps(wd))
+    assert watch(f, lambda: len(metrics_steps(wd)) >= n_lines + 2, snaps)
+    f.proc.send_signal(signal.SIGINT)
+    rc = f.wait()
+    _count("SIGINT")
+    err = f.stderr
+    assert rc == 130, (rc, err[-3000:])
+    assert "stopped by SIGINT (Ctrl-C) after step" in err and "Traceback" not in err, err[-3000:]
+    stopped = int(err.split("stopped by SIGINT (Ctrl-C) after step ")[1].split(":")[0])
+    assert stopped in committed_steps(wd) and stopped < TOTAL_STEPS
+
     e = _start(wd, cache, "e")
     assert not watch(e, lambda: False, snaps)
     assert e.wait() == 0, e.stderr[-3000:]
@@ -215,6 +242,9 @@ def test_preemption_sigkill_sigterm_and_corruption_end_bit_for_bit(tmp_path):
     assert summary["resumed_from"] == stopped and summary["steps"] == TOTAL_STEPS
     assert not tmp_dirs(wd), "a temporary checkpoint directory was left behind"
     assert_never_lost(snaps, allow_drop_of=damaged)
+    # Every restart dropped the metrics lines past the step it resumed from: each step once.
+    steps = metrics_steps(wd)
+    assert steps == sorted(set(steps)) and steps[-1] == TOTAL_STEPS, steps
 
     got = _variables(os.path.join(wd, "export"))
     assert len(got) == len(want)
@@ -316,9 +346,46 @@ def test_sigterm_flag_is_installed_and_restored():
         assert not flag.is_set()
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
-        assert flag.is_set()                                  # handled, the process lives on
+        assert flag.is_set() and flag.signum == signal.SIGTERM   # handled, the process lives on
     _count("SIGTERM (in-process flag)")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigint_sets_the_flag_and_a_second_one_interrupts():
+    before = signal.getsignal(signal.SIGINT)
+    with train.stop_flag() as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert flag.is_set() and flag.signum == signal.SIGINT     # Ctrl-C: save, then stop
+        with pytest.raises(KeyboardInterrupt):                      # Ctrl-C again: quit now
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    _count("SIGINT (in-process flag)")
+    assert signal.getsignal(signal.SIGINT) is before
+    e = train.Preempted(7, "/ckpt", signal.SIGINT)
+    assert e.exit_status == 130 and "stopped by SIGINT (Ctrl-C) after step 7" in str(e)
+    assert train.Preempted(7, "/ckpt").exit_status == 143
+
+
+def test_resume_drops_metrics_lines_past_the_restored_step(poisoned, tmp_path):
+    """A run killed after logging steps it had not checkpointed leaves them in
+    metrics.jsonl; the restart drops them (and a torn last line), so each step is there once."""
+    c, _ = poisoned
+    ds = data.load(c)
+    c = c.copy_and_resolve_references()
+    c.train.log_every = 1
+    train.train(c, ds, str(tmp_path), mesh=parallel.make_mesh(), progress=False, max_steps=5)
+    path = tmp_path / "metrics.jsonl"
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
+    with open(path, "a") as f:                 # as if a killed run had logged steps 6-7 and half of 8
+        f.write(json.dumps({"step": 6}) + "\n" + json.dumps({"step": 7}) + "\n" + '{"step": 8, "lo')
+    assert train.trim_metrics(str(path), 5) == 3
+    with open(path, "a") as f:
+        f.write(json.dumps({"step": 6}) + "\n")
+    _, s = train.train(c, ds, str(tmp_path), mesh=parallel.make_mesh(), progress=False, max_steps=2)
+    _count("metrics lines past the checkpoint (dropped on resume)")
+    assert s["resumed_from"] == 5
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2, 3, 4, 5, 6, 7]
 
 
 # --------------------------------------------------------------------------- determinism

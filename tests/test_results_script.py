@@ -2,21 +2,17 @@
 values (seed means and ddof=0 spreads, QTE restricted to a budget, the Poisson-matched
 sigma, E-RSCT steps-to-target with seeds that never reach it) and the plots written."""
 
-import importlib.util
-import os
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import load_script
+
 
 
 @pytest.fixture(scope="module")
 def results():
-    spec = importlib.util.spec_from_file_location("results_script", os.path.join(ROOT, "scripts", "results.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("results")
 
 
 def _row(run, seed, clean, pgd_acc, **extra):

@@ -401,3 +401,61 @@ def test_make_variants_uses_with_neuron():
     assert sorted(robustness.make_variants(own_atan, cfg)) == ["sigmoid"]
     assert robustness.make_variants(Fake({"model": {"spiking": False, "overrides": {}}}), cfg) == {}
     assert robustness.make_variants(object(), cfg) == {}
+
+
+def test_apgd_rows_join_the_worst_case_and_the_checks(tmp_path):
+    """With attack.apgd on, APGD-CE and APGD-DLR run at the strong eps, count in the
+    per-example worst case and in the white-box side of the black-box check."""
+    clf, variants, transfer, x, y = toy_setup()
+    c = reduced_config(8)
+    c.apgd, c.apgd_steps, c.apgd_eot, c.apgd_losses = True, 3, 2, ("ce", "dlr")
+    c.square, c.num_examples, c.eps_grid = False, 8, (0.0, c.strong_eps[0])
+    res = robustness.run(clf, x, y, c, workdir=str(tmp_path), mesh=parallel.make_mesh(1), variants={},
+                         transfer=None, progress=False)
+    rows = {r["name"]: r for r in res["results"]}
+    assert {"apgd-ce", "apgd-dlr"} <= set(rows)
+    assert rows["apgd-ce"]["steps"] == 3 and rows["apgd-ce"]["eot"] == 2 and rows["apgd-dlr"]["loss"] == "dlr"
+    worst = res["worst_case"][0]
+    assert {"apgd-ce", "apgd-dlr"} <= set(worst["attacks"])
+    assert worst["acc_avg"] <= min(rows["apgd-ce"]["acc_avg"], rows["apgd-dlr"]["acc_avg"]) + 1e-9
+    assert rows["apgd-ce"]["max_linf"] <= rows["apgd-ce"]["eps"] + 1e-6 and rows["apgd-ce"]["all_in_range"]
+
+
+def test_convergence_grid_table_checks_and_files(tmp_path):
+    """APGD-CE over a steps x EOT grid: accuracy non-increasing in steps at fixed K (one
+    trajectory), intervals that hold the values, the two last-doubling checks, the files."""
+    from rsc_jax.evaluators import convergence
+    clf, _, _, x, y = toy_setup()
+    c = reduced_config(8)
+    c.convergence_steps, c.convergence_eot, c.convergence_examples = (1, 2, 4), (1, 2), 16
+    res = convergence.run(clf, x, y, c, workdir=str(tmp_path), mesh=parallel.make_mesh(1), progress=False)
+    assert res["steps"] == [1, 2, 4] and res["eot"] == [1, 2] and res["n_examples"] == 16
+    assert res["grad_evals"] == [[1, 2, 4], [2, 4, 8]]
+    for accs, cis in zip(res["accuracy"], res["ci95"]):
+        assert all(a >= b for a, b in zip(accs, accs[1:]))            # best point so far: never better
+        assert all(lo <= a <= hi for a, (lo, hi) in zip(accs, cis))
+    names = [ch["name"] for ch in res["checks"]]
+    assert names == ["converged-in-steps@EOT2", "converged-in-EOT@4steps"]
+    for ch in res["checks"]:
+        drop = ch["acc_before"] - ch["acc_after"]
+        assert ch["status"] == ("pass" if drop <= ch["half_width"] else "FLAG")
+    assert os.path.isfile(tmp_path / "convergence.json") and os.path.isfile(tmp_path / "convergence.png")
+    md = report.convergence_markdown(res)
+    assert "Attack convergence" in md and "converged-in-steps@EOT2" in md
+
+
+def test_masked_gradients_are_caught_end_to_end(tmp_path):
+    """A model whose input gradient is zero (a hard quantiser's, here stop_gradient) looks
+    robust to every gradient attack; the input-gradient check and the black-box
+    (Square) check flag it."""
+    x, y = digits()
+    W, b = ridge(x[:1400], y[:1400], 1.0)
+    masked = ToyClassifier(W, b, stop_grad=True)
+    c = reduced_config(8)
+    c.gradient_check, c.square_queries, c.square_p_init, c.num_examples = True, 60, 0.5, 16
+    c.eps_grid, c.strong_eps = (0.0, 0.3), (0.3,)
+    res = robustness.run(masked, x[1400:], y[1400:], c, workdir=str(tmp_path), mesh=parallel.make_mesh(1),
+                         variants={}, transfer=None, progress=False)
+    checks = {ch["name"]: ch["status"] for ch in res["checks"]}
+    assert checks["input-gradient"] == "FLAG"
+    assert checks["square-not-stronger@76.5/255"] == "FLAG", checks

@@ -4,12 +4,12 @@ A family turns the ``config.attack`` section into ``Job``s (one row of the resul
 each): the craft function (pure, from ``attacks.py``), its eps, its norm and the JSON
 record of its settings. ``jobs`` lays them out in the order they run: clean; the l_inf
 grid families (FGSM, PGD-k); at every strong eps the strong families (PGD with more
-steps, PGD with EOT, the surrogate ensemble, transfer, Square); the huge-budget sanity
+steps, PGD with EOT, APGD, the surrogate ensemble, transfer, Square); the huge-budget sanity
 PGD; the l_2 grid. Adding an attack is one function in ``attacks.py``, one family here
 and its entry in ``GRID``/``STRONG``/``ONCE`` (plus its config fields).
 
 References: FGSM (Goodfellow et al., 2015), PGD (Madry et al., 2018), EOT (Athalye et
-al., 2018), BPTR and surrogate variants (Ding et al., 2022), Square (Andriushchenko et
+al., 2018), APGD (Croce & Hein, 2020), BPTR and surrogate variants (Ding et al., 2022), Square (Andriushchenko et
 al., 2020).
 """
 
@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 
-from rsc_jax import attacks
+from rsc_jax import apgd, attacks
 from rsc_jax.evaluators.common import LogitsFn
 
 Array = jax.Array
@@ -47,6 +47,7 @@ class Suite:
     logits_fn: LogitsFn
     variants: Mapping[str, LogitsFn]
     transfer: LogitsFn | None
+    num_classes: int | None = None
 
     @property
     def base(self) -> dict[str, Any]:
@@ -120,6 +121,26 @@ def ensemble(s: Suite, e: float) -> list[Job]:
     return [Job("ensemble-pgd", None, "linf", e, rec, craft, ("ensemble",), candidates=tuple(fns))]
 
 
+def apgd_family(s: Suite, e: float) -> list[Job]:
+    """APGD (Croce & Hein, 2020) with each loss of ``apgd_losses``, EOT in every step, the
+    best iterate over ``apgd_restarts`` restarts; DLR losses only where the model has
+    enough classes (3, or 4 targeted)."""
+    c = s.cfg
+    if not c.apgd:
+        return []
+    out = []
+    for loss in c.apgd_losses:
+        if s.num_classes is not None and s.num_classes < (4 if loss == "dlr-targeted" else 3 if loss == "dlr" else 2):
+            continue
+        kw = dict(steps=c.apgd_steps, eot=c.apgd_eot, restarts=c.apgd_restarts, loss=loss)
+
+        def craft(k, x, y, eps, kw=kw):
+            return apgd.apgd(s.logits_fn, k, x, y, eps=eps, **kw), {}
+
+        out.append(Job(f"apgd-{loss}", None, "linf", e, {"attack": "apgd", **kw}, craft, ("apgd", loss)))
+    return out
+
+
 def transfer(s: Suite, e: float) -> list[Job]:
     if not (s.cfg.transfer and s.transfer is not None):
         return []
@@ -155,14 +176,15 @@ def l2(s: Suite) -> list[Job]:
 
 
 GRID: tuple[Callable[[Suite], list[Job]], ...] = (clean, fgsm, pgd)
-STRONG: tuple[Callable[[Suite, float], list[Job]], ...] = (pgd_strong, pgd_eot, ensemble, transfer, square)
+STRONG: tuple[Callable[[Suite, float], list[Job]], ...] = (pgd_strong, pgd_eot, apgd_family, ensemble, transfer,
+                                                           square)
 ONCE: tuple[Callable[[Suite], list[Job]], ...] = (sanity, l2)
 
 
-def jobs(cfg: Any, logits_fn: LogitsFn, variants: Mapping[str, LogitsFn], transfer_fn: LogitsFn | None
-         ) -> list[Job]:
+def jobs(cfg: Any, logits_fn: LogitsFn, variants: Mapping[str, LogitsFn], transfer_fn: LogitsFn | None,
+         num_classes: int | None = None) -> list[Job]:
     """Every job of the suite, in the order they run."""
-    s = Suite(cfg, logits_fn, variants, transfer_fn)
+    s = Suite(cfg, logits_fn, variants, transfer_fn, num_classes)
     out = [j for fam in GRID for j in fam(s)]
     out += [j for e in cfg.strong_eps for fam in STRONG for j in fam(s, e)]
     return out + [j for fam in ONCE for j in fam(s)]

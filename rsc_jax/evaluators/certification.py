@@ -46,7 +46,7 @@ def coding_of(classifier: Any) -> tuple[str, float, int]:
 
 
 def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, *, workdir: str,
-        mesh: jax.sharding.Mesh, progress: bool = True) -> dict[str, Any]:
+        mesh: jax.sharding.Mesh, progress: bool = True, source: str | None = None) -> dict[str, Any]:
     """Certifies the first ``num_examples`` test images, sharded over ``mesh``.
 
     Args:
@@ -56,6 +56,7 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, *, wo
       cfg: the ``config.certify`` section (``config.certify()``) or a config holding it.
       workdir: output folder. mesh: 1-D ``data`` mesh (``parallel.make_mesh``).
       progress: show a tqdm bar (images/s).
+      source: the export certified (recorded in the result).
 
     Per-example seconds are the wall time of its image batch divided by the batch's
     images (the first includes compilation).
@@ -120,6 +121,10 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, *, wo
         "images_per_second_after_first_batch": (sum(v for v, _ in steady) / steady_s
                                                 if steady and steady_s > 0 else None),
         "radius_formula": coding.get(method).radius_formula,
+        # p_A <= alpha^(1/n) (all n draws agree), so no larger radius can be certified.
+        "max_certifiable_radius": float(certify.radius(certify.clopper_pearson_lower(n, n, alpha), sigma=sigma,
+                                                       coding=method, T=T)),
+        "export": source,
     }
     os.makedirs(workdir, exist_ok=True)
     report.write_certification(workdir, result, lines, res.radius, correct)

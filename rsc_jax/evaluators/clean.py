@@ -46,11 +46,13 @@ def accuracy(clf: Any, images: np.ndarray, labels: np.ndarray, *, batch_size: in
 
 
 def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, *, workdir: str,
-        mesh: jax.sharding.Mesh, progress: bool = True, seed: int = 0) -> dict[str, Any]:
+        mesh: jax.sharding.Mesh, progress: bool = True, seed: int = 0, source: str | None = None
+        ) -> dict[str, Any]:
     """``accuracy`` with the ``config.eval`` section (batch_size, draws) on every test
-    image; writes ``evaluation.json``."""
+    image; writes ``evaluation.json`` (``source``: the export evaluated, recorded)."""
     images, labels = common.test_set(classifier, images, labels, -1)
     r = accuracy(classifier, images, labels, batch_size=cfg.batch_size, draws=cfg.draws, seed=seed, mesh=mesh,
                  progress=progress)
+    r["export"] = source
     report.write_json(report.path(workdir, "evaluation"), r)
     return r

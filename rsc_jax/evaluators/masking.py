@@ -53,15 +53,17 @@ def strong_and_blackbox(rows: list[dict[str, Any]], cfg: Any) -> list[dict[str, 
     for e in cfg.strong_eps:
         base = _at(rows, pgd_k, e)
         strong = [r for r in (_at(rows, strong_k, e), _at(rows, eot_k, e)) if r is not None]
+        strong += [r for r in rows if r["eps"] == e and r.get("attack") == "apgd"]
         if base is not None and strong:
             best = min(r["acc_avg"] for r in strong)
             gap = base["acc_avg"] - best
             out.append(_check(f"strong-vs-pgd{cfg.steps}@{e * 255:.3g}/255", gap <= cfg.tol_strong_gap,
-                              f"PGD-{cfg.strong_steps} / EOT-{cfg.strong_eot} lower PGD-{cfg.steps} "
+                              f"PGD-{cfg.strong_steps} / EOT-{cfg.strong_eot}{' / APGD' if cfg.apgd else ''} lower "
+                              f"PGD-{cfg.steps} "
                               f"accuracy {base['acc_avg']:.4f} by {gap:.4f} (allowed {cfg.tol_strong_gap})",
                               gap=gap, acc_pgd=base["acc_avg"], acc_strong=best))
         white = [r for r in rows if r["eps"] == e and r["norm"] == "linf"
-                 and r["name"] in (pgd_k, strong_k, eot_k, "ensemble-pgd")]
+                 and (r["name"] in (pgd_k, strong_k, eot_k, "ensemble-pgd") or r.get("attack") == "apgd")]
         if not white:
             continue
         wb = min(r["acc_avg"] for r in white)

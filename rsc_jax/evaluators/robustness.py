@@ -37,13 +37,19 @@ log = logging.getLogger(__name__)
 def effective_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """``cfg`` with the ``quick`` preset applied (``config.QUICK_ATTACK``, ours, for the
     digits demo): at most 20 strong steps, K = 4, M = 4, 100 Square queries, 10 sanity
-    steps, 256 examples."""
+    steps, 256 examples, APGD 20 steps with K = 4, convergence grid (5, 10, 20) x (1, 4)."""
     out = ml_collections.ConfigDict(cfg.to_dict())
     if cfg.quick:
         for k, v in config.QUICK_ATTACK.items():
             cur = out[k]
             out[k] = v if (k == "num_examples" and cur == -1) else min(cur, v)
+        out.update(config.QUICK_GRIDS)
     return out
+
+
+def preset(cfg: ml_collections.ConfigDict) -> str:
+    """The name of the attack budget that ran: ``quick`` (``config.QUICK_ATTACK``) or ``full``."""
+    return "quick" if cfg.quick else "full"
 
 
 def make_variants(classifier: Any, cfg: ml_collections.ConfigDict) -> dict[str, LogitsFn]:
@@ -132,6 +138,7 @@ def _row(job: attack_suite.Job, out: dict[str, np.ndarray], cfg: Any, n: int, re
            "judge_draws": cfg.judge_draws, "n_examples": n, "seed": cfg.seed,
            "acc_single": float(np.mean(out["single"])), "acc_avg": float(np.mean(out["avg"])),
            "se_avg": metrics.standard_error(float(np.mean(out["avg"])), n),
+           "ci95_avg": metrics.binomial_interval(int(np.sum(out["avg"])), n),
            "max_linf": float(np.max(out["linf"])), "max_l2": float(np.max(out["l2"])),
            "all_in_range": bool(np.all(out["in_range"])), "reused_clean": reused, "seconds": seconds}
     if job.candidates:
@@ -170,13 +177,15 @@ def worst_case(jobs: list[attack_suite.Job], rows: list[dict[str, Any]], per_ex:
         avg = np.min(np.stack([per_ex[i]["avg"] for i in idx]), 0)
         single = np.min(np.stack([per_ex[i]["single"] for i in idx]), 0)
         out.append({"eps": float(e), "eps_255": float(e) * 255, "attacks": [rows[i]["name"] for i in idx],
-                    "acc_single": float(np.mean(single)), "acc_avg": float(np.mean(avg))})
+                    "acc_single": float(np.mean(single)), "acc_avg": float(np.mean(avg)),
+                    "ci95_avg": metrics.binomial_interval(int(np.sum(avg)), len(avg))})
     return out
 
 
 def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collections.ConfigDict, *,
         workdir: str, mesh: jax.sharding.Mesh, variants: Mapping[str, LogitsFn] | None = None,
-        transfer: LogitsFn | Any | None = None, progress: bool = True) -> dict[str, Any]:
+        transfer: LogitsFn | Any | None = None, progress: bool = True, source: str | None = None
+        ) -> dict[str, Any]:
     """Runs the robustness evaluation and writes ``robustness.json`` / ``robustness.png``.
 
     Args:
@@ -191,6 +200,7 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
       transfer: logits_fn (or object with ``.logits``) of another model (e.g. the ANN
         twin) to craft transfer examples with; None skips the transfer attack.
       progress: tqdm bars.
+      source: the export attacked (recorded in the result).
 
     Returns:
       The dict written to ``robustness.json``: ``config``, ``coding``, ``n_examples``,
@@ -213,7 +223,8 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
     coding = dict(getattr(classifier, "config", {}).get("coding", {})) if hasattr(classifier, "config") else {}
     t_start = time.time()
 
-    jobs = attack_suite.jobs(cfg, logits_fn, variants, transfer_fn)
+    k = getattr(classifier, "num_classes", None)
+    jobs = attack_suite.jobs(cfg, logits_fn, variants, transfer_fn, k if isinstance(k, int) else None)
     nb = -(-n // cfg.batch_size)
     cache: dict[tuple, Callable] = {}
     per_ex: list[dict[str, np.ndarray]] = []
@@ -252,7 +263,7 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
                 "frac_zero": float(np.mean(g["finite"] & (g["norm"] == 0))),
                 "median_norm": float(np.median(g["norm"])), "eot": 1}
     result = common.jsonable({
-        "config": cfg.to_dict(), "coding": coding, "n_examples": n,
+        "config": cfg.to_dict(), "preset": preset(cfg), "export": source, "coding": coding, "n_examples": n,
         "seed": cfg.seed, "judge_draws": cfg.judge_draws, "devices": n_dev,
         "variants": sorted(variants), "transfer": transfer_fn is not None,
         "streams": {"attack": STREAM_ATTACK, "judge": STREAM_JUDGE, "select": STREAM_SELECT},
