@@ -95,7 +95,8 @@ def objective(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, loss: str
 
     Draw j of example b uses ``fold_in(keys[b], j)``. ``expected=False``: the mean over
     draws of the per-draw loss (gradient = mean of per-draw gradients, draws one after
-    the other); ``expected=True``: the cross-entropy of the draw-averaged softmax.
+    the other); ``expected=True``: the cross-entropy of the draw-averaged softmax (its
+    backward pass keeps the activations of all K draws: K times the memory).
 
     Returns:
       (``[B]`` float32 losses, ``[B, ...]`` float32 gradients).
@@ -117,7 +118,10 @@ def objective(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, loss: str
 
     def body(acc, j):
         lsum, gsum = acc
-        (_, lv), g = jax.value_and_grad(lambda xx: (one_draw(xx, j).sum(), one_draw(xx, j)), has_aux=True)(x)
+        def total(xx):
+            lv = one_draw(xx, j)
+            return lv.sum(), lv
+        (_, lv), g = jax.value_and_grad(total, has_aux=True)(x)
         return (lsum + lv, gsum + g.astype(jnp.float32)), None
 
     init = (jnp.zeros(y.shape, jnp.float32), jnp.zeros(x.shape, jnp.float32))

@@ -87,7 +87,8 @@ def test_cli_workdir_is_a_file(tmp_path):
     assert f.read_text() == "x"
 
 
-@pytest.mark.parametrize("name", ["cifar10_vgg11", "cifar100_resnet19", "imagenet_sewresnet34"])
+@pytest.mark.parametrize("name", ["cifar10_vgg11", "cifar100_resnet19",
+                                  pytest.param("imagenet_sewresnet34", marks=pytest.mark.slow)])
 def test_paper_configs_train_a_step_on_mock_data(name, tmp_path):
     c = load_config(name)
     c.train.epochs = 1

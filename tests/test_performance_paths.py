@@ -252,7 +252,8 @@ def test_lean_vgg11_inference_mode_gradients_match_plain():
 
 
 @pytest.mark.parametrize("name,neuron", [
-    ("resnet19", {"surrogate": "atan", "grad_mode": "bptr", "detach_reset": True}),
+    pytest.param("resnet19", {"surrogate": "atan", "grad_mode": "bptr", "detach_reset": True},
+                 marks=pytest.mark.slow),
     ("mini_sew", {"surrogate": "triangle", "grad_mode": "bptt", "reset": "soft"}),
 ])
 def test_lean_resnets_match_plain(name, neuron):
