@@ -148,6 +148,18 @@ class Classifier:
         cfg["model"]["overrides"].update(neuron)
         return Classifier(cfg, self.params)
 
+    def with_coding(self, **coding_cfg: Any) -> "Classifier":
+        """The same weights behind another coding (``method``, ``sigma``, ``T``), e.g.
+        ``method="direct"``: the noise-free copy that sees the coding's expectation
+        E[s_t] = x at every step (a transfer source for attacks on the noisy model)."""
+        unknown = set(coding_cfg) - {"method", "sigma", "T"}
+        if unknown:
+            raise ValueError(f"with_coding got unknown option(s) {sorted(unknown)}; allowed: ['method', 'sigma', 'T']")
+        cfg = json.loads(json.dumps(self.config))
+        cfg["coding"].update(coding_cfg)
+        coding.check_sigma(cfg["coding"]["sigma"], cfg["coding"]["method"])
+        return Classifier(cfg, self.params)
+
 
 def dummy_input(config: dict[str, Any], batch: int = 1) -> Array:
     """Zeros shaped like the model's input: ``[T, B, H, W, C]`` or ``[B, H, W, C]``."""

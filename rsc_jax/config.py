@@ -145,7 +145,9 @@ def attack() -> ml_collections.ConfigDict:
     p_init), sanity eps 64/255 with 20 steps, and the check tolerances. ``apgd``
     (off by default) adds APGD with each of ``apgd_losses`` at every strong eps, with
     AutoAttack's randomized-defence budget (Croce & Hein, 2020: 100 steps, EOT-20).
-    ``convergence`` (off by default) measures APGD-CE's robust accuracy against gradient
+    ``transfer_expectation`` (off by default) adds PGD crafted on the noise-free copy of
+    the model (same weights, direct coding) at every strong eps. ``convergence`` (off by
+    default) measures APGD-CE's robust accuracy against gradient
     evaluations (steps x EOT draws) on the first ``convergence_examples`` test images.
     ``quick`` applies ``QUICK_ATTACK``.
     """
@@ -158,6 +160,7 @@ def attack() -> ml_collections.ConfigDict:
         bptr=True, select_draws=10,
         transfer=True,
         transfer_from="",       # export to craft transfer examples on ("" = WORKDIR/ann_twin/export)
+        transfer_expectation=False,   # also transfer from the noise-free copy (direct coding, same weights)
         square=True, square_queries=1000, square_p_init=0.05, square_draws=1,
         sanity=True, sanity_eps=64 / 255, sanity_steps=20,
         apgd=False, apgd_losses=("ce", "dlr"), apgd_steps=100, apgd_eot=20, apgd_restarts=1,

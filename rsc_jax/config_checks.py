@@ -122,7 +122,7 @@ def check_attack(c: Any, p: str = "config.attack.") -> None:
     """The ``config.attack`` section (``config.attack()``)."""
     _fields(c, config.attack, p)
     _bools(c, p, "random_start", "common_random_numbers", "fgsm", "l2", "ensemble", "bptr", "transfer",
-           "square", "sanity", "gradient_check", "quick", "apgd")
+           "square", "sanity", "gradient_check", "quick", "apgd", "transfer_expectation")
     _ints(c, p, 1, "steps", "eot", "strong_steps", "strong_eot", "judge_draws", "batch_size", "select_draws",
           "square_queries", "square_draws", "sanity_steps", "apgd_steps", "apgd_eot", "apgd_restarts")
     _bools(c, p, "convergence")

@@ -201,6 +201,8 @@ def attack_counts(cfg: Any, clf_config: dict[str, Any]) -> dict[str, Any]:
             # select_strongest judges every candidate on select_draws draws, the runner
             # judges every candidate (per-variant rows) and the chosen one on M draws
             fwd = len(names) * r["select_draws"] + len(names) * M + M
+        elif key == "expectation":   # PGD through the noise-free copy: same model, direct coding
+            grad, fwd = r["steps"] * r["eot"], M
         elif key == "apgd":   # one objective gradient per step and draw, per restart (+ the target's forward)
             grad, fwd = r["steps"] * r["eot"] * r["restarts"], M + (1 if r["loss"] == "dlr-targeted" else 0)
         elif key == "square":

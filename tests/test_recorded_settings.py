@@ -72,3 +72,19 @@ def test_attack_only_report_names_the_export_and_the_preset(exported, tmp_path):
         assert json.load(f)["attack"]["num_examples"] == 4
     md = (wd / "report.md").read_text()
     assert f"export `{path}`" in md and "Attack budget preset: `quick`" in md
+
+
+def test_with_coding_gives_the_noise_free_copy(exported):
+    """Same weights behind direct coding: deterministic (the coding's expectation at every
+    step); unknown options and a Gaussian coding without noise are refused."""
+    import numpy as np
+    clf = export.load(exported[1])
+    copy = clf.with_coding(method="direct")
+    assert copy.config["coding"]["method"] == "direct" and clf.config["coding"]["method"] == "rsc2"
+    x = np.full((2, 8, 8, 1), 0.5, np.float32)
+    np.testing.assert_array_equal(np.asarray(copy.logits(jax.random.key(0), x)),
+                                  np.asarray(copy.logits(jax.random.key(1), x)))
+    with pytest.raises(ValueError, match="unknown option"):
+        clf.with_coding(noise=0.1)
+    with pytest.raises(ValueError, match="sigma=0.0"):
+        clf.with_coding(sigma=0.0)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from rsc_jax import coding, config, config_checks, judging, metrics, parallel, report
+from rsc_jax import attacks, coding, config, config_checks, judging, metrics, parallel, report
 from rsc_jax.evaluators import masking, robustness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +45,10 @@ class ToyClassifier:
     def __init__(self, W, b, *, sigma=0.2, T=4, stop_grad=False):
         self.W, self.b, self.sigma, self.T, self.stop_grad = jnp.asarray(W), jnp.asarray(b), sigma, T, stop_grad
         self.config = {"coding": {"method": "rsc2", "sigma": sigma, "T": T}}
+
+    def with_coding(self, method):
+        assert method == "direct"
+        return ToyClassifier(self.W, self.b, sigma=0.0, T=self.T, stop_grad=self.stop_grad)
 
     def logits(self, key, x):
         if self.stop_grad:
@@ -459,3 +463,25 @@ def test_masked_gradients_are_caught_end_to_end(tmp_path):
     checks = {ch["name"]: ch["status"] for ch in res["checks"]}
     assert checks["input-gradient"] == "FLAG"
     assert checks["square-not-stronger@76.5/255"] == "FLAG", checks
+
+
+def test_transfer_from_the_noise_free_copy(tmp_path):
+    """attack.transfer_expectation crafts PGD on the same weights with direct coding (the
+    coding's expectation) and judges it on the noisy model, in the worst case and the
+    transfer check; the row equals PGD run by hand through the copy."""
+    clf, _, _, x, y = toy_setup()
+    c = reduced_config(8)
+    c.transfer_expectation, c.square, c.num_examples = True, False, 8
+    res = robustness.run(clf, x, y, c, workdir=str(tmp_path), mesh=parallel.make_mesh(1), variants={},
+                         transfer=None, progress=False)
+    row = {r["name"]: r for r in res["results"]}["expectation-pgd"]
+    assert row["crafted_with"] == "noise-free copy (direct coding)" and row["eps"] == c.strong_eps[0]
+    assert "expectation-pgd" in res["worst_case"][0]["attacks"]
+    assert any(ch["name"].startswith("expectation-pgd-not-stronger") for ch in res["checks"])
+    copy = clf.with_coding(method="direct")
+    idx = jnp.arange(8)
+    xa = attacks.pgd(copy.logits, judging.example_keys(c.seed, idx, stream=0), jnp.asarray(x[:8]), jnp.asarray(y[:8]),
+                     eps=c.strong_eps[0], step_size=c.step_size, steps=c.steps, eot=c.eot)
+    jr = judging.judge(clf.logits, judging.example_keys(c.seed, idx, stream=1), xa, jnp.asarray(y[:8]),
+                       draws=c.judge_draws)
+    assert row["acc_avg"] == pytest.approx(float(jr["correct_avg"].mean()))

@@ -4,7 +4,8 @@ A family turns the ``config.attack`` section into ``Job``s (one row of the resul
 each): the craft function (pure, from ``attacks.py``), its eps, its norm and the JSON
 record of its settings. ``jobs`` lays them out in the order they run: clean; the l_inf
 grid families (FGSM, PGD-k); at every strong eps the strong families (PGD with more
-steps, PGD with EOT, APGD, the surrogate ensemble, transfer, Square); the huge-budget sanity
+steps, PGD with EOT, APGD, the surrogate ensemble, transfer from another model and from
+the noise-free copy, Square); the huge-budget sanity
 PGD; the l_2 grid. Adding an attack is one function in ``attacks.py``, one family here
 and its entry in ``GRID``/``STRONG``/``ONCE`` (plus its config fields).
 
@@ -48,6 +49,7 @@ class Suite:
     variants: Mapping[str, LogitsFn]
     transfer: LogitsFn | None
     num_classes: int | None = None
+    expectation: LogitsFn | None = None
 
     @property
     def base(self) -> dict[str, Any]:
@@ -148,6 +150,16 @@ def transfer(s: Suite, e: float) -> list[Job]:
                 _pgd(s, s.transfer, **s.base), ("transfer",))]
 
 
+def expectation(s: Suite, e: float) -> list[Job]:
+    """PGD crafted on the noise-free copy of the model (same weights, direct coding: the
+    coding's expectation), transferred to the noisy model."""
+    if not (s.cfg.transfer_expectation and s.expectation is not None):
+        return []
+    return [Job("expectation-pgd", None, "linf", e,
+                {"attack": "pgd", "crafted_with": "noise-free copy (direct coding)", **s.base},
+                _pgd(s, s.expectation, **s.base), ("expectation",))]
+
+
 def square(s: Suite, e: float) -> list[Job]:
     c = s.cfg
     if not c.square:
@@ -177,14 +189,14 @@ def l2(s: Suite) -> list[Job]:
 
 GRID: tuple[Callable[[Suite], list[Job]], ...] = (clean, fgsm, pgd)
 STRONG: tuple[Callable[[Suite, float], list[Job]], ...] = (pgd_strong, pgd_eot, apgd_family, ensemble, transfer,
-                                                           square)
+                                                           expectation, square)
 ONCE: tuple[Callable[[Suite], list[Job]], ...] = (sanity, l2)
 
 
 def jobs(cfg: Any, logits_fn: LogitsFn, variants: Mapping[str, LogitsFn], transfer_fn: LogitsFn | None,
-         num_classes: int | None = None) -> list[Job]:
+         num_classes: int | None = None, expectation_fn: LogitsFn | None = None) -> list[Job]:
     """Every job of the suite, in the order they run."""
-    s = Suite(cfg, logits_fn, variants, transfer_fn, num_classes)
+    s = Suite(cfg, logits_fn, variants, transfer_fn, num_classes, expectation_fn)
     out = [j for fam in GRID for j in fam(s)]
     out += [j for e in cfg.strong_eps for fam in STRONG for j in fam(s, e)]
     return out + [j for fam in ONCE for j in fam(s)]

@@ -67,7 +67,7 @@ def strong_and_blackbox(rows: list[dict[str, Any]], cfg: Any) -> list[dict[str, 
         if not white:
             continue
         wb = min(r["acc_avg"] for r in white)
-        for bb_name in ("transfer-pgd", "square"):
+        for bb_name in ("transfer-pgd", "expectation-pgd", "square"):
             bb = _at(rows, bb_name, e)
             if bb is None:
                 continue

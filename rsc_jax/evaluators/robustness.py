@@ -224,7 +224,11 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
     t_start = time.time()
 
     k = getattr(classifier, "num_classes", None)
-    jobs = attack_suite.jobs(cfg, logits_fn, variants, transfer_fn, k if isinstance(k, int) else None)
+    expectation_fn = None
+    if cfg.transfer_expectation and hasattr(classifier, "with_coding") and coding.get("method", "direct") != "direct":
+        expectation_fn = common.as_logits_fn(classifier.with_coding(method="direct"))
+    jobs = attack_suite.jobs(cfg, logits_fn, variants, transfer_fn, k if isinstance(k, int) else None,
+                             expectation_fn)
     nb = -(-n // cfg.batch_size)
     cache: dict[tuple, Callable] = {}
     per_ex: list[dict[str, np.ndarray]] = []
