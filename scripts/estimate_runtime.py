@@ -329,7 +329,7 @@ def memory_proxy(name: str, gpus: tuple[int, ...] = (1, 8)) -> dict[str, Any]:
     per-device batch of a run on 1 and on 8 GPUs (compiled at that batch: compile time
     hardly depends on it, and nothing is allocated).
 
-    Programs: the training step; evaluation (``train.evaluate``'s body: M draws of the
+    Programs: the training step; evaluation (``evaluators.clean.accuracy``'s body: M draws of the
     batch at once); one attack input gradient; one certification chunk (``certify.batch``
     draws of each image at once). A rough proxy for GPU memory and HBM traffic
     (XLA:GPU fuses and schedules differently, cuDNN adds workspace): it compiles, so it is
