@@ -64,6 +64,12 @@ def checkpoints(steps: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def classes_needed(loss: str) -> int:
+    """The fewest classes ``loss`` is defined for: DLR's denominator reads the 3rd largest
+    logit, the targeted DLR's the 4th."""
+    return {"ce": 2, "dlr": 3, "dlr-targeted": 4}[loss]
+
+
 def dlr_loss(logits: Array, y: Array) -> Array:
     """Untargeted DLR loss per example, ``[B, C], [B] -> [B]`` (C >= 3):
     -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12), z sorted z_pi1 >= z_pi2 >= ..."""
@@ -151,17 +157,15 @@ def _one_restart(logits_fn, keys, x0, y, eps, *, norm, steps, loss, eot, expecte
                          target=target)
 
     f, g = evaluate(x, 0)
-    is_check = np.zeros(steps + 1, bool)
-    is_check[list(checkpoints(steps))] = True
-    since = np.zeros(steps + 1, np.int32)         # steps since the previous checkpoint, at a checkpoint
-    last = 0
-    for c in checkpoints(steps):
-        since[c], last = c - last, c
+    marks = checkpoints(steps)
+    since = np.zeros(steps + 1, np.int32)         # steps since the previous checkpoint, at a checkpoint (else 0)
+    since[list(marks)] = np.diff((0,) + marks)
     state = dict(x=x, x_prev=x, f=f, g=g, x_best=x, f_best=f, g_best=g, eta=jnp.full((b,), 2.0, jnp.float32) * eps,
                  ups=jnp.zeros((b,), jnp.int32), f_best_check=f, halved_check=jnp.zeros((b,), bool),
                  snaps=jnp.stack([x] * len(snapshots)) if snapshots else jnp.zeros((0,) + x.shape, x.dtype))
     snap_at = jnp.asarray(snapshots or (0,), jnp.int32)
-    checks, counts = jnp.asarray(is_check), jnp.asarray(since)
+    counts = jnp.asarray(since)
+    checks = counts > 0
 
     def body(i, s):
         a = jnp.where(i == 0, 1.0, alpha)
@@ -236,7 +240,7 @@ def apgd_with_info(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: 
     target = None
     if loss.startswith("dlr"):
         num_classes = jax.eval_shape(parallel.per_example(logits_fn), keys, x32).shape[-1]
-        need = 4 if loss == "dlr-targeted" else 3
+        need = classes_needed(loss)
         if num_classes < need:
             raise ValueError(f"loss={loss!r} is not allowed for {num_classes} classes; it needs >= {need}")
         if loss == "dlr-targeted":
@@ -264,4 +268,4 @@ def apgd(logits_fn: LogitsFn, key: Array, x: Array, y: Array, **kwargs: Any) -> 
     return apgd_with_info(logits_fn, key, x, y, **kwargs)[0]
 
 
-__all__ = ["LOSSES", "apgd", "apgd_with_info", "checkpoints", "dlr_loss", "dlr_targeted_loss", "objective"]
+__all__ = ["LOSSES", "apgd", "apgd_with_info", "checkpoints", "classes_needed", "dlr_loss", "dlr_targeted_loss", "objective"]

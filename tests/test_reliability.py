@@ -208,32 +208,29 @@ def test_preemption_sigkill_sigterm_and_corruption_end_bit_for_bit(tmp_path):
     resumed_c = int(err.split("resuming from step ")[1].split()[0])
     assert resumed_c < damaged and damaged not in committed_steps(wd)
 
-    # 5. SIGTERM: saves at the current step, exits 143 with a message; the restart resumes there.
-    d = _start(wd, cache, "d")
-    n_lines = len(metrics_steps(wd))   # metrics.jsonl is appended to by every run
-    assert watch(d, lambda: len(metrics_steps(wd)) >= n_lines + 2, snaps)
-    d.proc.send_signal(signal.SIGTERM)
-    rc = d.wait()
-    _count("SIGTERM")
-    err = d.stderr
-    assert rc == 143, (rc, err[-3000:])
-    assert "stopped by SIGTERM after step" in err and "rerun the same command" in err
-    stopped = int(err.split("stopped by SIGTERM after step ")[1].split(":")[0])
-    assert stopped in committed_steps(wd) and stopped < TOTAL_STEPS
+    def stop_by(sig: signal.Signals, tag: str, status: int, said: str) -> tuple[Run, int]:
+        """A run stopped by ``sig`` after two more logged steps: it saves at the current
+        step and exits with ``status`` and one line (no traceback); returns the step."""
+        run = _start(wd, cache, tag)
+        n_lines = len(metrics_steps(wd))   # metrics.jsonl is appended to by every run
+        assert watch(run, lambda: len(metrics_steps(wd)) >= n_lines + 2, snaps)
+        run.proc.send_signal(sig)
+        rc = run.wait()
+        _count(sig.name)
+        err = run.stderr
+        assert rc == status, (rc, err[-3000:])
+        assert f"stopped by {said} after step" in err and "rerun the same command" in err, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        step = int(err.split(f"stopped by {said} after step ")[1].split(":")[0])
+        assert step in committed_steps(wd) and step < TOTAL_STEPS
+        return run, step
 
+    # 5. SIGTERM: saves at the current step, exits 143 with a message; the restart resumes there.
+    _, stopped_term = stop_by(signal.SIGTERM, "d", 143, "SIGTERM")
     # 6. SIGINT (Ctrl-C) in training is handled like SIGTERM: saved at the current step,
-    #    one line (no traceback), exit status 130; the restart resumes there.
-    f = _start(wd, cache, "f")
-    n_lines = len(metrics_steps(wd))
-    assert watch(f, lambda: len(metrics_steps(wd)) >= n_lines + 2, snaps)
-    f.proc.send_signal(signal.SIGINT)
-    rc = f.wait()
-    _count("SIGINT")
-    err = f.stderr
-    assert rc == 130, (rc, err[-3000:])
-    assert "stopped by SIGINT (Ctrl-C) after step" in err and "Traceback" not in err, err[-3000:]
-    stopped = int(err.split("stopped by SIGINT (Ctrl-C) after step ")[1].split(":")[0])
-    assert stopped in committed_steps(wd) and stopped < TOTAL_STEPS
+    #    one line, exit status 130; the restart resumes there.
+    f, stopped = stop_by(signal.SIGINT, "f", 130, "SIGINT (Ctrl-C)")
+    assert int(f.log.split("resuming from step ")[1].split()[0]) == stopped_term
 
     e = _start(wd, cache, "e")
     assert not watch(e, lambda: False, snaps)

@@ -132,7 +132,7 @@ def apgd_family(s: Suite, e: float) -> list[Job]:
         return []
     out = []
     for loss in c.apgd_losses:
-        if s.num_classes is not None and s.num_classes < (4 if loss == "dlr-targeted" else 3 if loss == "dlr" else 2):
+        if s.num_classes is not None and s.num_classes < apgd.classes_needed(loss):
             continue
         kw = dict(steps=c.apgd_steps, eot=c.apgd_eot, restarts=c.apgd_restarts, loss=loss)
 
