@@ -2,7 +2,7 @@
 
 Same network as rsc_jax's ``vgg11``: conv3x3 (no bias) - BatchNorm - LIF/ReLU units with
 2x2 average pooling, global average, one dense layer, logits averaged over T. The LIF
-is SpikingJelly's ``MultiStepLIFNode`` (``neuron.LIFNode(step_mode='m')``, its torch path on CPU)
+is SpikingJelly's ``MultiStepLIFNode`` (``neuron.LIFNode(step_mode='m')``, its torch path; on CUDA when there is a GPU)
 with ``decay_input=False, v_reset=0``: u_t = (1 - 1/tau) v + I_t, hard reset, sigmoid
 surrogate (alpha 4) -- the same math as ``rsc_jax.neurons.lif``. If SpikingJelly is not
 installed, ``PlainLIF`` (a faithful re-implementation of that torch backend, labelled
@@ -19,6 +19,15 @@ import torch
 import torch.nn as tnn
 
 VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+# The torch references run where JAX does when there is a GPU: on CUDA (SpikingJelly's
+# torch LIF path on the GPU) with a synchronisation after each call, so the timings
+# include the kernels and not only their launch. Not exercised here: no GPU was lent.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def have_spikingjelly() -> bool:
@@ -99,7 +108,7 @@ def spiking_vgg11(num_classes: int = 10, use_sj: bool | None = None) -> tnn.Modu
             h = self.features(x).mean(dim=(3, 4))  # [T, B, C]
             return self.fc(h).mean(0)
 
-    net = Net()
+    net = Net().to(DEVICE)
     net.uses_spikingjelly = use_sj
     return net
 
@@ -112,7 +121,7 @@ def ann_vgg11(num_classes: int = 10) -> tnn.Module:
             continue
         mods += [tnn.Conv2d(c, v, 3, padding=1, bias=False), tnn.BatchNorm2d(v), tnn.ReLU()]
         c = v
-    return tnn.Sequential(*mods, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(c, num_classes))
+    return tnn.Sequential(*mods, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(c, num_classes)).to(DEVICE)
 
 
 def _reset(net):
@@ -131,6 +140,7 @@ def train_runner(net: tnn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[
         loss.backward()
         opt.step()
         _reset(net)
+        _sync()
     return run
 
 
@@ -140,12 +150,13 @@ def infer_runner(net: tnn.Module, x: torch.Tensor) -> Callable[[], None]:
         with torch.no_grad():
             net(x)
         _reset(net)
+        _sync()
     return run
 
 
 def inputs(T: int | None, B: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     shape = (B, 3, 32, 32) if T is None else (T, B, 3, 32, 32)
-    x = torch.from_numpy(rng.random(shape, np.float32))
-    y = torch.from_numpy(rng.integers(0, 10, B).astype(np.int64))
+    x = torch.from_numpy(rng.random(shape, np.float32)).to(DEVICE)
+    y = torch.from_numpy(rng.integers(0, 10, B).astype(np.int64)).to(DEVICE)
     return x, y

@@ -2,15 +2,15 @@
 
 sigma = 0.2 and T = 4 are our defaults; training follows SPEC §3. Needs tfds cifar100.
 
-One command (train, ANN twin for the transfer attack, evaluate, full attack grid,
-certify 32 images, report):
+One command (train, ANN twin for the transfer attack, evaluate, attacks at the ``rand``
+preset on all 10,000 test images, certify 32 images, report):
 
     python -m rsc_jax.main --config=configs/cifar100_resnet19.py --workdir=runs/cifar100_resnet19
 
-Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 1.1e18 FLOP
-(ResNet-19 costs 18x VGG-11 per image; training 45 %, ANN twin 11 %, attack grid 43 %),
-i.e. ~5.0 h on one A100-80GB (fp32 runs as TF32), ~1.6 h on one H100, ~38 min on
-8 A100s at an assumed 40 % utilisation. Several GPUs: the same command on an 8-GPU
+Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 9.0e18 FLOP
+(ResNet-19 costs 18x VGG-11 per image; attacks 93 %), i.e. ~40 h on one A100-80GB
+(fp32 runs as TF32), ~12.6 h on one H100, ~5 h on 8 A100s at an assumed 40 %
+utilisation; ``--config.attack.square_draws=1`` about halves it. Several GPUs: the same command on an 8-GPU
 node uses them all (data parallel); several nodes: launch/slurm.sbatch. bf16 (about 2x
 on tensor cores; accuracy not validated against fp32): add ``--config.model.dtype=bfloat16``.
 """
@@ -32,4 +32,5 @@ def get_config():
     c.train.checkpoint_every = 1000
     c.eval.batch_size = 256           # divisible by 1-8 GPUs; ~20 GiB for 10 draws x T 4 on one GPU (500: ~39 GiB)
     c.certify.image_batch = 8         # divisible by 1-8 GPUs (default 4 would not divide over 8)
+    config.use_rand_preset(c)         # attacks at AutoAttack-rand level (config.RAND_ATTACK)
     return c

@@ -3,16 +3,17 @@
 sigma = 0.2 and T = 4 are our defaults (the paper scans sigma; see SPEC §5); training
 hyper-parameters follow SPEC §3. Needs tfds cifar10 prepared (see README).
 
-One command (train, ANN twin for the transfer attack, evaluate, full attack grid,
-certify 32 images, report):
+One command (train, ANN twin for the transfer attack, evaluate, attacks at the ``rand``
+preset on all 10,000 test images, certify 32 images, report):
 
     python -m rsc_jax.main --config=configs/cifar10_vgg11.py --workdir=runs/cifar10_vgg11
 
-Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 6.2e16 FLOP
-(training 45 %, ANN twin 11 %, attack grid 43 %), i.e. ~16 min on one A100-80GB (fp32
-runs as TF32) or ~5 min on one H100 at an assumed 40 % utilisation. The host input
-pipeline (~15 ms per batch) likely bounds each 78,000-step training at >= 20 min:
-budget about 1 h on one GPU. Several GPUs: the same command on an 8-GPU node uses them
+Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 4.9e17 FLOP
+(attacks 93 %, Square's 40,000 forward passes per image most of it), i.e. ~2.2 h on one
+A100-80GB (fp32 runs as TF32) or ~41 min on one H100 at an assumed 40 % utilisation.
+The host input pipeline (~15 ms per batch) likely bounds each 78,000-step training at
+>= 20 min. The previous default attack grid (docs/GPU_RUNS.md gives the flags): 6.2e16
+FLOP, ~16 min on one A100. Several GPUs: the same command on an 8-GPU node uses them
 all (data parallel; little gain at this size); several nodes: launch/slurm.sbatch.
 bf16 (about 2x on tensor cores; accuracy not validated against fp32): add
 ``--config.model.dtype=bfloat16``.
@@ -35,4 +36,5 @@ def get_config():
     c.train.checkpoint_every = 1000
     c.eval.batch_size = 512           # divisible by 1-8 GPUs (and 16, 32, ...); results do not depend on it
     c.certify.image_batch = 8         # likewise (default 4 would not divide over 8 GPUs)
+    config.use_rand_preset(c)         # attacks at AutoAttack-rand level (config.RAND_ATTACK)
     return c

@@ -6,15 +6,14 @@ beta = 1 and the initialisation from the teacher are ours (not stated in the pap
 The student keeps the plain config's schedule; E-RSCT's point is that it needs fewer
 epochs, so try e.g. ``--config.train.epochs=100``. Needs tfds cifar10 (see README).
 
-One command (teacher, student, evaluate, full attack grid, certify, report):
+One command (teacher, student, evaluate, attacks at the ``rand`` preset, certify, report):
 
     python -m rsc_jax.main --config=configs/cifar10_vgg11_erst.py --workdir=runs/cifar10_vgg11_erst
 
-Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 6.4e16 FLOP
-(the teacher's forward adds 8 % to a student step), ~17 min on one A100-80GB (TF32),
-~5 min on one H100 at an assumed 40 % utilisation; 4.6e16 FLOP (~12 min) with
-``--config.train.epochs=100``. As for cifar10_vgg11, the host input pipeline likely
-bounds training: budget about 1 h on one GPU. Multi-GPU and bf16 as in cifar10_vgg11.
+Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 4.9e17 FLOP
+(the teacher's forward adds 8 % to a student step; the attacks are 92 %), ~2.2 h on one
+A100-80GB (TF32), ~41 min on one H100 at an assumed 40 % utilisation. As for
+cifar10_vgg11, the host input pipeline likely bounds training. Multi-GPU and bf16 as in cifar10_vgg11.
 """
 
 from rsc_jax import config

@@ -4,18 +4,17 @@ Batch 256 with SGD 0.1 over 100 epochs is ours (SPEC §3 optimiser, the SEW-ResN
 paper's schedule length). remat on: BPTT over T = 4 at 224x224 needs it on 80 GB GPUs.
 Needs tfds imagenet2012 prepared with manual downloads (see README).
 
-One command (train, ANN twin for the transfer attack, evaluate, attack grid on all
-50,000 validation images, certify 32 images, report):
+One command (train, ANN twin for the transfer attack, evaluate, attacks at the ``rand``
+preset on the first 1,000 validation images, certify 32 images, report):
 
     python -m rsc_jax.main --config=configs/imagenet_sewresnet34.py --workdir=runs/imagenet_sewresnet34
 
-Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 1.8e19 FLOP
-(training 58 %, ANN twin 19 %, attack grid 22 %), i.e. ~79 h on one A100-80GB (fp32
-runs as TF32), ~25 h on one H100, ~3.1 h on 8 H100s (TF32) at an assumed 40 %
-utilisation. The host input pipeline (threaded JPEG decode and resize, several ms per
+Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 1.5e19 FLOP
+(training 68 %, ANN twin 22 %, attacks 9 %), i.e. ~68 h on one A100-80GB (fp32 runs as
+TF32), ~21 h on one H100, ~2.7 h on 8 H100s (TF32) at an assumed 40 % utilisation. The host input pipeline (threaded JPEG decode and resize, several ms per
 image per thread) may not keep up on a host with few cores: see docs/GPU_RUNS.md before
-spending GPU hours. ``--config.attack.num_examples=10000 --config.certify.num_examples=500``:
-1.5e19 FLOP. Several GPUs: the same command on an 8-GPU node; several nodes:
+spending GPU hours. ``--config.attack.num_examples=-1`` (all 50,000) multiplies the
+attack stage by 50 (6.7e19 FLOP). Several GPUs: the same command on an 8-GPU node; several nodes:
 ``sbatch --nodes=N launch/slurm.sbatch --config=configs/imagenet_sewresnet34.py
 --workdir=/shared/runs/imagenet_sewresnet34 --config.dataset.data_dir=/shared/tfds``
 (with 16 or more GPUs also ``--config.certify.image_batch=<a multiple of the GPU count>``).
@@ -43,4 +42,6 @@ def get_config():
     c.eval.batch_size = 64            # 10 draws x T 4 x 64 images at once: ~15 GiB on one GPU (256: ~62 GiB)
     c.certify.image_batch = 8         # divisible by 1-8 GPUs; with batch 50 one GPU holds 8 x 50 draws,
     c.certify.batch = 50              # as many as the defaults' 4 x 100 (counts do not depend on either)
+    config.use_rand_preset(c)         # attacks at AutoAttack-rand level (config.RAND_ATTACK),
+    c.attack.num_examples = 1000      # on the first 1,000 validation images (all 50,000: ~50x the attack time)
     return c

@@ -7,14 +7,14 @@ the initialisation from the teacher are ours (not stated in the paper). The teac
 forward runs inside the same remat-ed, sharded step (inference mode, no gradient).
 Needs tfds imagenet2012 prepared with manual downloads (see README).
 
-One command (teacher, student, evaluate, attack grid on all 50,000 validation images,
-certify, report):
+One command (teacher, student, evaluate, attacks at the ``rand`` preset on the first
+1,000 validation images, certify, report):
 
     python -m rsc_jax.main --config=configs/imagenet_sewresnet34_erst.py --workdir=runs/imagenet_sewresnet34_erst
 
-Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 1.9e19 FLOP
+Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 1.6e19 FLOP
 (the teacher's forward adds 8 % to a student step; the teacher's own 100-epoch training
-is 18 % of the total), i.e. ~83 h on one A100-80GB (TF32), ~26 h on one H100, ~3.3 h on
+is 21 % of the total), i.e. ~72 h on one A100-80GB (TF32), ~23 h on one H100, ~2.8 h on
 8 H100s (TF32) at an assumed 40 % utilisation; the host input pipeline may be the
 bound on one host (docs/GPU_RUNS.md). Multi-GPU, multi-node and bf16 as in
 imagenet_sewresnet34.

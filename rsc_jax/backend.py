@@ -83,6 +83,25 @@ def jit(fun: Callable | None = None, **kw: Any) -> Any:
     return _Jitted(fun, kw)
 
 
+# Matmul/conv precision of float32 models (``config.matmul_precision``). Policy (ours):
+# "default" everywhere, training, evaluation, attacks and certification alike: the
+# backend's own choice, i.e. exact float32 on the CPU, TF32 tensor cores on A100/H100
+# GPUs (10-bit mantissa inputs, float32 accumulation), one bf16 pass on TPUs. "highest"
+# computes true float32 products everywhere (slower on GPUs and TPUs); "high" is bf16_3x
+# on TPUs and TF32 on GPUs. Whether accuracy and robust accuracy move between "default"
+# and "highest" on a GPU has not been measured here (no GPU was lent).
+MATMUL_PRECISIONS: tuple[str, ...] = ("default", "high", "highest")
+
+
+def matmul_precision(precision: str):
+    """A context manager: what is traced inside uses ``precision`` (one of
+    ``MATMUL_PRECISIONS``) for float32 matmuls and convolutions
+    (``jax.default_matmul_precision``); "default" leaves the backend's choice."""
+    if precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul precision {precision!r} is not allowed; allowed: {list(MATMUL_PRECISIONS)}")
+    return jax.default_matmul_precision(None if precision == "default" else precision)
+
+
 def on_cpu() -> bool:
     """Whether the default backend (where computations run and are traced for) is the CPU."""
     return jax.default_backend() == "cpu"

@@ -50,6 +50,12 @@ the network sees a T-step sequence.
   two-sided binomial test ``binomtest(n_A, n_A + n_B, 0.5).pvalue <= alpha``, else
   abstain. Returns a class other than g(x) with probability <= alpha.
 
+**What n and alpha allow.** All n draws agreeing gives p_A = alpha^(1/n), so the radius
+cannot exceed ``max_radius(n, alpha, ...)`` (for sigma Phi^-1(p_A): 3.20 sigma at n =
+10,000 and 3.81 sigma at n = 100,000, alpha = 0.001, before RSC-II's 1/sqrt(T)); a 0
+beyond it is the sample size's, not the model's. **l_inf.** An l2 certificate r also
+certifies the l_inf ball of radius r / sqrt(d), d = H W C (``linf_equivalent``), a bound.
+
 Defaults n0 = 100, n = 10,000, alpha = 0.001 are SPEC §4's (Cohen et al. used
 n = 100,000). The chunk sizes (``batch``, ``image_batch``), ``num_examples`` and the
 radius grid are our defaults.
@@ -156,6 +162,45 @@ def radius(p_lower: Any, *, sigma: float, coding: str, T: int) -> np.ndarray:
     r = float(sigma) * scipy.stats.norm.ppf(np.where(p > 0.5, p, 0.5))
     r = r / coding_lib.get(coding).radius_divisor(T)
     return np.where(p > 0.5, r, 0.0)
+
+
+def max_radius(n: int, alpha: float, *, sigma: float, coding: str, T: int) -> float:
+    """The largest l2 radius CERTIFY can return with n estimation draws at level alpha.
+
+    Even when all n draws agree, p_A is at most the Clopper-Pearson bound
+    ``clopper_pearson_lower(n, n, alpha) = alpha^(1/n)``, so no radius above
+    ``radius(alpha^(1/n))`` can be certified: a certified accuracy of 0 beyond it is
+    caused by n and alpha, not by the model. E.g. RSC-II sigma 0.2, T 4, alpha 0.001:
+    0.270 at n = 2,000, 0.381 at n = 100,000.
+    """
+    validation.check_int("n", n, 1)
+    _check_alpha(alpha)
+    return float(radius(clopper_pearson_lower(n, n, alpha), sigma=sigma, coding=coding, T=T))
+
+
+def linf_equivalent(radius_l2: Any, input_dim: int) -> np.ndarray:
+    """The l_inf radius an l2 certificate of radius ``radius_l2`` implies, in [0, 1] pixels.
+
+    For u in R^d, |u|_2 <= sqrt(d) |u|_inf, so the l_inf ball of radius r / sqrt(d) lies
+    inside the l2 ball of radius r: a smoothed classifier certified constant on the l2
+    ball of radius r is constant on that l_inf ball. ``r / sqrt(d)`` is therefore a
+    *lower bound* on the certified l_inf radius (it is what the l2 certificate proves,
+    not the classifier's true l_inf robustness), with d = H * W * C the number of pixel
+    values of an image. Multiply by 255 for /255 units. Example: digits 8x8x1, d = 64,
+    r = 0.5 -> 0.0625 = 15.94/255; MNIST 28x28x1, d = 784, r = 0.5 -> 0.01786 = 4.55/255.
+
+    Args:
+      radius_l2: l2 radii (array-like, >= 0; inf stays inf).
+      input_dim: d = H * W * C (int >= 1).
+
+    Returns:
+      float64 array of r / sqrt(d), the shape of ``radius_l2``.
+    """
+    validation.check_int("input_dim", input_dim, 1)
+    r = np.asarray(radius_l2, np.float64)
+    if np.any(~(r >= 0.0)):
+        raise ValueError(f"radius_l2={radius_l2!r} is not allowed; radii must be >= 0")
+    return r / np.sqrt(float(input_dim))
 
 
 class _Result:
@@ -373,6 +418,6 @@ def certified_accuracy(radii_grid: Sequence[float], radius_: np.ndarray,
 
 __all__ = [
     "CertifyResult", "PredictResult", "certified_accuracy", "certify", "certify_counts",
-    "certify_from_counts", "check_coding", "clopper_pearson_lower", "predict", "predict_from_counts",
-    "radius", "static_fn",
+    "certify_from_counts", "check_coding", "clopper_pearson_lower", "linf_equivalent", "max_radius", "predict",
+    "predict_from_counts", "radius", "static_fn",
 ]

@@ -11,6 +11,19 @@ replaces that noise by Gaussian noise of tunable level sigma:
 - ``"rsc1"`` (RSC-I): s_t = x + eps, one eps ~ N(0, sigma^2 I) shared by all steps.
 - ``"rsc2"`` (RSC-II): s_t = x + eps_t, a fresh eps_t ~ N(0, sigma^2 I) per step.
 
+Two more entries are gradient estimators for attacking Poisson coding (``attack_only``:
+a config cannot train or certify with them). Both draw the logistic noise
+L = log u - log(1 - u), u ~ U(0, 1), so that 1[logit(x) + L > 0] ~ Bernoulli(x), and use
+the Gumbel-sigmoid (binary Concrete) relaxation sigmoid((logit(x) + L) / tau) of that
+spike (Maddison et al., ICLR 2017; Jang et al., ICLR 2017), with the temperature tau
+passed as ``sigma``:
+
+- ``"poisson_gumbel"``: the exact Poisson spikes forward (the same law as ``"poisson"``),
+  the relaxation's derivative backward (straight-through Gumbel-sigmoid): a white-box
+  attack on the Poisson model with another gradient than the straight-through identity.
+- ``"poisson_relaxed"``: the relaxation forward and backward: a differentiable copy of
+  the model that attacks transfer from (its inputs tend to Poisson spikes as tau -> 0).
+
 Gaussian codings are not clamped to [0, 1] (SPEC §1): the noise lives in pixel space
 and the dataset normalisation is a layer of the model, after the coding.
 
@@ -59,6 +72,28 @@ def _rsc2(key: Array, steps: Array, sigma: Any) -> Array:
     return steps + jnp.asarray(sigma, steps.dtype) * eps
 
 
+def _logistic_relaxation(key: Array, steps: Array, tau: Any) -> tuple[Array, Array]:
+    """(hard spikes 1[logit(x) + L > 0], soft sigmoid((logit(x) + L) / tau)) of one draw of
+    L ~ Logistic(0, 1). The hard spikes are exactly Bernoulli(clip(x, 0, 1)). The soft ones
+    see x clipped to [1e-4, 1 - 1e-4] (logit(0) is -inf) with the clip's derivative taken as
+    1, so pixels at 0 or 1 (most of MNIST) keep the relaxation's gradient at the clip."""
+    noise = jax.random.logistic(key, steps.shape, steps.dtype)
+    p = jnp.clip(steps, 0.0, 1.0)
+    hard = jnp.where(p <= 0, 0.0, jnp.where(p >= 1, 1.0, (jnp.log(p) - jnp.log1p(-p) + noise > 0)))
+    q = steps + jax.lax.stop_gradient(jnp.clip(steps, 1e-4, 1.0 - 1e-4) - steps)
+    soft = jax.nn.sigmoid((jnp.log(q) - jnp.log1p(-q) + noise) / jnp.asarray(tau, steps.dtype))
+    return hard.astype(steps.dtype), soft
+
+
+def _poisson_gumbel(key: Array, steps: Array, tau: Any) -> Array:
+    hard, soft = _logistic_relaxation(key, steps, tau)
+    return soft + jax.lax.stop_gradient(hard - soft)     # value: hard; derivative: soft's
+
+
+def _poisson_relaxed(key: Array, steps: Array, tau: Any) -> Array:
+    return _logistic_relaxation(key, steps, tau)[1]
+
+
 @dataclasses.dataclass(frozen=True)
 class Coding:
     """What the package knows of one coding.
@@ -74,6 +109,10 @@ class Coding:
         ``R = sigma Phi^-1(p_A) / d(T)`` (``certify.py`` derives it), or None.
       radius_formula: that radius as text, for reports.
       no_certificate: why randomized smoothing certifies nothing, where it does not.
+      sigma_rule: what ``sigma`` is and what is allowed, or None when the coding ignores
+        it (then any finite sigma >= 0 passes); a coding with a rule needs sigma > 0.
+      attack_only: a gradient estimator for attacks, not a coding to train or certify
+        with (not in ``METHODS``; ``Classifier.with_coding`` accepts it).
     """
     name: str
     label: str
@@ -84,6 +123,15 @@ class Coding:
     radius_divisor: Callable[[int], float] | None = None
     radius_formula: str | None = None
     no_certificate: str | None = None
+    sigma_rule: str | None = None
+    attack_only: bool = False
+
+
+_GAUSSIAN_RULE = "Gaussian codings (rsc1, rsc2) need a finite sigma > 0"
+_TEMPERATURE_RULE = "the Gumbel-sigmoid codings take the relaxation temperature as sigma, finite and > 0"
+_NO_POISSON_CERTIFICATE = ("Poisson coding draws s_t ~ Bernoulli(x): its noise is discrete, bounded and its law "
+                           "depends on x, so it is not a Gaussian translation family and randomized smoothing "
+                           "gives no l2 certificate for it")
 
 
 def _zeros(x: Array, s2: Array) -> Array:
@@ -94,27 +142,35 @@ def _sigma2(x: Array, s2: Array) -> Array:
     return s2
 
 
+def _bernoulli_var(x: Array, s2: Array) -> Array:
+    return x * (1 - x)
+
+
 CODINGS: dict[str, Coding] = {c.name: c for c in (
     Coding("direct", "direct", False, _direct, _zeros, _zeros,
            no_certificate="direct coding adds no noise, so the smoothed classifier is the deterministic "
                           "base network and sampling certifies nothing"),
-    Coding("poisson", "Poisson (rate)", False, _poisson, lambda x, s2: x * (1 - x), _zeros,
-           no_certificate="Poisson coding draws s_t ~ Bernoulli(x): its noise is discrete, bounded and "
-                          "its law depends on x, so it is not a Gaussian translation family and "
-                          "randomized smoothing gives no l2 certificate for it"),
+    Coding("poisson", "Poisson (rate)", False, _poisson, _bernoulli_var, _zeros,
+           no_certificate=_NO_POISSON_CERTIFICATE),
     Coding("rsc1", "RSC-I", True, _rsc1, _sigma2, _sigma2,
-           radius_divisor=lambda T: 1.0, radius_formula="sigma * Phi^-1(p_A)"),
+           radius_divisor=lambda T: 1.0, radius_formula="sigma * Phi^-1(p_A)", sigma_rule=_GAUSSIAN_RULE),
     Coding("rsc2", "RSC-II", True, _rsc2, _sigma2, _zeros,
-           radius_divisor=math.sqrt, radius_formula="sigma * Phi^-1(p_A) / sqrt(T)"),
+           radius_divisor=math.sqrt, radius_formula="sigma * Phi^-1(p_A) / sqrt(T)", sigma_rule=_GAUSSIAN_RULE),
+    Coding("poisson_gumbel", "Poisson, Gumbel-sigmoid gradient", False, _poisson_gumbel, _bernoulli_var,
+           _zeros, no_certificate=_NO_POISSON_CERTIFICATE, sigma_rule=_TEMPERATURE_RULE, attack_only=True),
+    Coding("poisson_relaxed", "relaxed Poisson (Gumbel-sigmoid)", False, _poisson_relaxed, _bernoulli_var,
+           _zeros, no_certificate=_NO_POISSON_CERTIFICATE, sigma_rule=_TEMPERATURE_RULE, attack_only=True),
 )}
-METHODS: tuple[str, ...] = tuple(CODINGS)
+# Codings a config can train and evaluate with (the attack-only estimators left out).
+METHODS: tuple[str, ...] = tuple(n for n, c in CODINGS.items() if not c.attack_only)
 GAUSSIAN_METHODS: tuple[str, ...] = tuple(n for n, c in CODINGS.items() if c.gaussian)
 CERTIFIABLE_METHODS: tuple[str, ...] = tuple(n for n, c in CODINGS.items() if c.radius_divisor is not None)
 
 
 def get(method: str, name: str = "coding method") -> Coding:
-    """The registry entry of ``method``; ``ValueError`` naming ``name`` if unknown."""
-    validation.check_choice(name, method, METHODS)
+    """The registry entry of ``method`` (attack-only entries included); ``ValueError``
+    naming ``name`` if unknown."""
+    validation.check_choice(name, method, tuple(CODINGS))
     return CODINGS[method]
 
 
@@ -124,9 +180,11 @@ def check_method(method: str) -> None:
 
 
 def check_sigma(sigma: Any, method: str, name: str = "coding sigma") -> None:
-    """One rule (``validation.check_sigma``): finite, > 0 for Gaussian codings, >= 0 for
-    the codings that ignore it. A traced sigma is let through."""
-    validation.check_sigma(name, sigma, gaussian=get(method).gaussian)
+    """One rule (``validation.check_sigma``): finite, > 0 for the codings that use it
+    (Gaussian noise level, Gumbel-sigmoid temperature), >= 0 for the codings that ignore
+    it. A traced sigma is let through."""
+    c = get(method)
+    validation.check_sigma(name, sigma, positive=c.sigma_rule is not None, rule=c.sigma_rule)
 
 
 def check_T(T: Any, name: str = "coding T") -> None:

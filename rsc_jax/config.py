@@ -146,9 +146,15 @@ def attack() -> ml_collections.ConfigDict:
     (off by default) adds APGD with each of ``apgd_losses`` at every strong eps, with
     AutoAttack's randomized-defence budget (Croce & Hein, 2020: 100 steps, EOT-20).
     ``transfer_expectation`` (off by default) adds PGD crafted on the noise-free copy of
-    the model (same weights, direct coding) at every strong eps. ``convergence`` (off by
-    default) measures APGD-CE's robust accuracy against gradient
-    evaluations (steps x EOT draws) on the first ``convergence_examples`` test images.
+    the model (same weights, direct coding) at every strong eps. ``convergence`` (on)
+    measures APGD-CE's robust accuracy against gradient evaluations (steps x EOT draws)
+    on the first ``convergence_examples`` test images, so every report says whether its
+    attacks converged.
+    ``poisson_adaptive`` (on; only Poisson-coded models) adds, at every strong eps, PGD
+    with the strong budget through the straight-through Gumbel-sigmoid gradient
+    (``coding "poisson_gumbel"``, the exact spikes forward), PGD crafted on the relaxed
+    copy (``"poisson_relaxed"``) and, with ``apgd``, APGD-CE through the Gumbel-sigmoid
+    gradient; ``gumbel_temperature`` (ours: 0.5) is the relaxation's temperature.
     ``quick`` applies ``QUICK_ATTACK``.
     """
     return _dict(
@@ -164,8 +170,9 @@ def attack() -> ml_collections.ConfigDict:
         square=True, square_queries=1000, square_p_init=0.05, square_draws=1,
         sanity=True, sanity_eps=64 / 255, sanity_steps=20,
         apgd=False, apgd_losses=("ce", "dlr"), apgd_steps=100, apgd_eot=20, apgd_restarts=1,
-        convergence=False, convergence_steps=(10, 50, 100, 200), convergence_eot=(1, 5, 20, 50),
+        convergence=True, convergence_steps=(10, 50, 100, 200), convergence_eot=(1, 5, 20, 50),
         convergence_examples=64,
+        poisson_adaptive=True, gumbel_temperature=0.5,
         gradient_check=True, quick=False,
         tol_monotone=0.02, sanity_max_acc=0.05, tol_strong_gap=0.05, tol_blackbox=0.02, grad_min_frac=0.9)
 
@@ -176,6 +183,26 @@ QUICK_ATTACK: dict[str, int] = dict(strong_steps=20, strong_eot=4, judge_draws=4
                                     square_queries=100, sanity_steps=10, num_examples=256, apgd_steps=20,
                                     apgd_eot=4)
 QUICK_GRIDS: dict[str, tuple[int, ...]] = dict(convergence_steps=(5, 10, 20), convergence_eot=(1, 4))
+
+# ``attack`` preset "rand": the evaluation of randomized defences at the level of
+# AutoAttack's "rand" version (Croce & Hein, ICML 2020: APGD-CE + APGD-DLR, 100 steps,
+# EOT-20), plus what the paper configs add to it (ours): Square with 5,000 queries and 4
+# coding draws per query, PGD transferred from the ANN twin and from the noise-free copy,
+# the surrogate ensemble, the adaptive attacks on Poisson coding, the convergence grid
+# (10, 50, 100, 200) x (1, 5, 20, 50) and every test image. The headline robust accuracy
+# is the per-example worst case over all of them. ``use_rand_preset`` applies it; the
+# report names the preset that ran (``evaluators.robustness.preset``).
+RAND_ATTACK: dict[str, object] = dict(
+    apgd=True, apgd_losses=("ce", "dlr"), apgd_steps=100, apgd_eot=20, apgd_restarts=1,
+    square=True, square_queries=5000, square_draws=4, transfer=True, transfer_expectation=True,
+    ensemble=True, poisson_adaptive=True, convergence=True, convergence_steps=(10, 50, 100, 200),
+    convergence_eot=(1, 5, 20, 50), num_examples=-1, quick=False)
+
+
+def use_rand_preset(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Sets ``RAND_ATTACK`` on ``c.attack`` (a full config) and returns ``c``."""
+    c.attack.update(RAND_ATTACK)
+    return c
 
 
 def certify() -> ml_collections.ConfigDict:
@@ -203,6 +230,9 @@ def base() -> ml_collections.ConfigDict:
     """Defaults shared by all experiments (SPEC §1-4; ours where the paper is silent)."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # float32 matmul/conv precision on GPUs/TPUs: "default" (TF32 on A100/H100), "high",
+    # "highest" (true float32); no effect on the CPU. Policy: backend.MATMUL_PRECISIONS.
+    c.matmul_precision = "default"
     c.dataset = dataset()
     c.model = model()
     c.neuron = neuron()

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from rsc_jax import apgd, coding, config, models, neurons, validation
+from rsc_jax import apgd, backend, coding, config, models, neurons, validation
 from rsc_jax.validation import ConfigError
 
 E = ConfigError
@@ -98,7 +98,8 @@ def check_coding(c: Any, p: str = "config.coding.") -> None:
     _fields(c, config.coding, p)
     validation.check_choice(p + "method", c.method, coding.METHODS, E)
     validation.check_int(p + "T", c.T, 1, error=E)
-    validation.check_sigma(p + "sigma", c.sigma, gaussian=coding.get(c.method).gaussian, error=E)
+    rule = coding.get(c.method).sigma_rule
+    validation.check_sigma(p + "sigma", c.sigma, positive=rule is not None, rule=rule, error=E)
 
 
 def check_train(c: Any, ev: Any, p: str = "config.") -> None:
@@ -122,7 +123,8 @@ def check_attack(c: Any, p: str = "config.attack.") -> None:
     """The ``config.attack`` section (``config.attack()``)."""
     _fields(c, config.attack, p)
     _bools(c, p, "random_start", "common_random_numbers", "fgsm", "l2", "ensemble", "bptr", "transfer",
-           "square", "sanity", "gradient_check", "quick", "apgd", "transfer_expectation")
+           "square", "sanity", "gradient_check", "quick", "apgd", "transfer_expectation", "poisson_adaptive")
+    validation.check_number(p + "gumbel_temperature", c.gumbel_temperature, low=0.0, low_open=True, error=E)
     _ints(c, p, 1, "steps", "eot", "strong_steps", "strong_eot", "judge_draws", "batch_size", "select_draws",
           "square_queries", "square_draws", "sanity_steps", "apgd_steps", "apgd_eot", "apgd_restarts")
     _bools(c, p, "convergence")
@@ -201,6 +203,7 @@ def validate(cfg: Any, modes: tuple[str, ...] = (), *, device_count: int | None 
     ``ConfigError`` on the first bad field."""
     _fields(cfg, config.base, "config.")
     validation.check_int("config.seed", cfg.seed, error=E)
+    validation.check_choice("config.matmul_precision", cfg.matmul_precision, backend.MATMUL_PRECISIONS, E)
     check_dataset(cfg.dataset)
     check_model(cfg.model, cfg.neuron)
     check_coding(cfg.coding)

@@ -1,4 +1,5 @@
-"""Small evaluation metrics: QTE, accuracy, standard errors and intervals, monotonicity.
+"""Small evaluation metrics: QTE, accuracy, standard errors and intervals, the paired
+McNemar test, per-example correctness strings, monotonicity.
 
 QTE (SPEC §4; Wu et al., ACM MM 2024) summarises a robustness curve A(eta) of accuracy
 against attack strength eta by its normalised trapezoid area
@@ -105,6 +106,23 @@ def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[
     b, c = int(np.sum(a & ~bb)), int(np.sum(~a & bb))
     p = scipy.stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
     return {"b": b, "c": c, "diff": (b - c) / a.size, "p_value": float(p)}
+
+
+def pack_correct(correct: Sequence[bool] | np.ndarray) -> str:
+    """Per-example correctness ``[N]`` (bools, or floats/ints that are 0 or 1) as a string
+    of ``"0"``/``"1"``, one character per example in order: the compact form of
+    ``correct_avg`` in ``robustness.json`` (``unpack_correct`` reads it back)."""
+    a = np.asarray(correct)
+    if a.ndim != 1 or not np.all((a == 0) | (a == 1)):
+        raise ValueError(f"correct of shape {a.shape} is not allowed; need a 1-D array of 0/1 (or bool) values")
+    return "".join("1" if v else "0" for v in a.astype(bool).tolist())
+
+
+def unpack_correct(s: str) -> np.ndarray:
+    """The boolean ``[N]`` array of a ``pack_correct`` string (``"0110"`` -> F, T, T, F)."""
+    if not isinstance(s, str) or not s or s.strip("01"):
+        raise ValueError(f"correct string {str(s)[:40]!r} is not allowed; need a non-empty string of 0s and 1s")
+    return np.frombuffer(s.encode("ascii"), np.uint8) == ord("1")
 
 
 def max_increase(values: Sequence[float]) -> float:

@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import jax
 
-from rsc_jax import (classifier, coding, config, config_checks, data, distill, evaluators, export, parallel,
-                     report, train)
+from rsc_jax import (backend, classifier, coding, config, config_checks, data, distill, evaluators, export,
+                     parallel, report, train)
 from rsc_jax.validation import ConfigError
 
 ANN_TWIN_DIR = "ann_twin"
@@ -201,7 +201,7 @@ def stage_title(cfg: Any, mode: str) -> str:
         "train_ann_twin": "train ANN twin (transfer-attack source)",
         "export": "export the newest checkpoint",
         "evaluate": f"evaluate clean accuracy (1 draw and {cfg.eval.draws} averaged)",
-        "attack": f"attack (PGD/EOT grid{', quick preset' if cfg.attack.quick else ''})",
+        "attack": f"attack ({evaluators.robustness.preset(cfg.attack)} preset)",
         "certify": f"certify (randomized smoothing, n = {cfg.certify.n})",
         "report": "report",
     }[mode]
@@ -294,13 +294,14 @@ def run(cfg: Any, workdir: str, mode: str, *, export_path: str | None = None, pr
     say = say or (lambda text: None)
     done: dict[str, Summary] = {}
     built: dict[str, Any] = {}
-    for i, m in enumerate(modes, 1):
-        say(f"[{i}/{len(modes)}] {stage_title(cfg, m)}")
-        if m == "report":
-            built, done[m] = _report(workdir, run_config)
-        else:
-            done[m] = MODES[m](r)
-        if len(modes) > 1:
-            say(f"      {done[m][0]} -> {shown(done[m][1])}")
+    with backend.matmul_precision(cfg.matmul_precision):
+        for i, m in enumerate(modes, 1):
+            say(f"[{i}/{len(modes)}] {stage_title(cfg, m)}")
+            if m == "report":
+                built, done[m] = _report(workdir, run_config)
+            else:
+                done[m] = MODES[m](r)
+            if len(modes) > 1:
+                say(f"      {done[m][0]} -> {shown(done[m][1])}")
     say(final_line(done, time.time() - t_start))
     return built

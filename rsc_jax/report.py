@@ -120,7 +120,8 @@ def write_certification(workdir: str, result: Mapping[str, Any], lines: Sequence
     s = result["settings"]
     plot_certified(os.path.join(workdir, "certified.png"), result["radii"], result["certified_accuracy"], radius,
                    correct, f"{s['coding']}, sigma={s['sigma']:g}, T={s['T']}, n={s['n']}, alpha={s['alpha']:g}, "
-                            f"{s['num_examples']} images")
+                            f"{s['num_examples']} images",
+                   max_radius=result.get("max_certifiable_radius"), input_dim=result.get("input_dim"))
 
 
 # --------------------------------------------------------------------------- robustness
@@ -246,50 +247,93 @@ def robustness_markdown(result: Mapping[str, Any], *, png: str | None = None) ->
 
 
 def plot_certified(path: str, radii_grid: Sequence[float], acc: np.ndarray, rad: np.ndarray,
-          correct: np.ndarray, title: str) -> None:
+          correct: np.ndarray, title: str, *, max_radius: float | None = None,
+          input_dim: int | None = None) -> None:
+    """Certified accuracy against the l2 radius (curve and grid points); with ``max_radius``
+    a dashed line at the largest radius n and alpha allow, with ``input_dim`` (d) a top
+    axis in l_inf-equivalent units r * 255 / sqrt(d) (``certify.linf_equivalent``)."""
     plt = _pyplot()
     finite = rad[np.isfinite(rad)]
-    top = max(float(max(radii_grid)), float(finite.max()) if finite.size else 0.0) * 1.05 + 1e-3
+    top = max(float(max(radii_grid)), float(finite.max()) if finite.size else 0.0,
+              float(max_radius) if max_radius is not None and np.isfinite(max_radius) else 0.0) * 1.05 + 1e-3
     grid = np.linspace(0.0, top, 400)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(5, 3.8 if input_dim else 3.5))
     ax.plot(grid, certify.certified_accuracy(grid, rad, correct), lw=1.5, label="certified")
     ax.plot(list(radii_grid), acc, "o", ms=4, label="grid")
+    if max_radius is not None and np.isfinite(max_radius):
+        ax.axvline(max_radius, color="gray", ls="--", lw=1,
+                   label=f"largest certifiable ({max_radius:.3g})")
     ax.set_xlabel("l2 radius")
     ax.set_ylabel("certified accuracy")
     ax.set_ylim(0, 1)
+    if input_dim:
+        scale = 255.0 / np.sqrt(float(input_dim))
+        top_ax = ax.secondary_xaxis("top", functions=(lambda r: r * scale, lambda e: e / scale))
+        top_ax.set_xlabel(f"l_inf equivalent r/sqrt(d) (x 1/255), d = {input_dim}", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def certification_markdown(result: Mapping[str, Any]) -> str:
-    """The certification section of report.md for a ``run`` result."""
+    """The certification section of report.md for a ``run`` result.
+
+    The table gives the certified accuracy at each grid l2 radius, the l_inf-equivalent
+    radius r / sqrt(d) (x 1/255; when the result has ``input_dim``) and marks with a dagger
+    the radii beyond the largest one n and alpha can certify (a 0 there is the sample
+    size's, not the model's)."""
     s = result["settings"]
+    radii = result["radii"]
+    max_r = result.get("max_certifiable_radius")
+    d = result.get("input_dim")
+    linf = result.get("linf_equivalent") or {}
+    beyond = [max_r is not None and r > max_r for r in radii]
+    if d and "radii_255" not in linf:       # an older certified.json: derive them
+        linf = {"radii_255": [255 * float(v) for v in certify.linf_equivalent(radii, d)]}
+        if max_r is not None:
+            linf["max_certifiable_radius_255"] = 255 * float(certify.linf_equivalent(max_r, d))
+    table = [
+        "| l2 radius | " + " | ".join(f"{r:g}" for r in radii) + " |",
+        "|---|" + "---|" * len(radii),
+        *(["| l_inf equivalent r/sqrt(d), x 1/255 | " + " | ".join(f"{v:.3g}" for v in linf["radii_255"]) + " |"]
+          if d and linf.get("radii_255") else []),
+        "| certified accuracy | " + " | ".join(f"{100 * a:.1f}%" + (" †" if b else "") for a, b in
+                                               zip(result["certified_accuracy"], beyond)) + " |",
+        "| 95 % interval | " + " | ".join(
+            "[{:.1f}, {:.1f}]".format(*(100 * v for v in metrics.binomial_interval(
+                int(round(a * result["num_examples"])), result["num_examples"])))
+            for a in result["certified_accuracy"]) + " |",
+    ]
+    notes = []
+    if max_r is not None:
+        linf_max = (f"; l_inf equivalent {max_r / np.sqrt(d):.4g} = {linf['max_certifiable_radius_255']:.3g}/255 "
+                    f"for d = {d:,} pixel values" if d and "max_certifiable_radius_255" in linf else "")
+        at_max = result.get("at_max_certifiable_radius")
+        notes.append(f"- Largest radius n = {s['n']:,} and alpha = {s['alpha']:g} can certify: "
+                     f"{max_r:.3f}{linf_max} (a 0 beyond it is the sample size's, not the model's"
+                     + ("; † marks the grid radii beyond it" if any(beyond) else "") + ")"
+                     + (f"; {100 * at_max:.1f}% of the images reached it (all n draws agreed), so the certified "
+                        "accuracy near it is limited by n" if at_max else ""))
+    if d:
+        notes.append(f"- l_inf equivalent: an l2 certificate r covers the l_inf ball of radius r/sqrt(d), "
+                     f"d = H x W x C = {d:,} (|u|_2 <= sqrt(d) |u|_inf): a lower bound on the certified l_inf "
+                     "radius, not a separate certificate")
     lines = [
         "## Certified robustness (randomized smoothing)",
         "",
         f"Cohen et al. (ICML 2019) CERTIFY on the "
         f"{coding.CODINGS[s['coding']].label if s['coding'] in coding.CODINGS else s['coding']}-coded network as base "
-        f"classifier: sigma = {s['sigma']:g}, T = {s['T']}, n0 = {s['n0']}, n = {s['n']}, "
+        f"classifier: sigma = {s['sigma']:g}, T = {s['T']}, n0 = {s['n0']}, n = {s['n']:,}, "
         f"alpha = {s['alpha']:g}, {s['num_examples']} test images, seed {s['seed']}. "
         f"Certified l2 radius R = {result['radius_formula']} in [0, 1] pixel space, "
         "abstaining when the Clopper-Pearson lower bound p_A <= 1/2.",
         "",
-        "| radius | " + " | ".join(f"{r:g}" for r in result["radii"]) + " |",
-        "|---|" + "---|" * len(result["radii"]),
-        "| certified accuracy | " + " | ".join(f"{100 * a:.1f}%" for a in
-                                               result["certified_accuracy"]) + " |",
-        "| 95 % interval | " + " | ".join(
-            "[{:.1f}, {:.1f}]".format(*(100 * v for v in metrics.binomial_interval(
-                int(round(a * result["num_examples"])), result["num_examples"])))
-            for a in result["certified_accuracy"]) + " |",
+        *table,
         "",
-        *([f"- Largest radius n = {s['n']:,} and alpha = {s['alpha']:g} can certify: "
-           f"{result['max_certifiable_radius']:.3f} (a 0 beyond it is the sample size's, not the model's)"]
-          if "max_certifiable_radius" in result else []),
+        *notes,
         f"- Average certified radius (ACR): {result['acr']:.3f}",
         f"- Abstain rate: {100 * result['abstain_rate']:.1f}%",
         f"- Throughput: {result['images_per_second']:.3g} images/s "
@@ -299,6 +343,38 @@ def certification_markdown(result: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def certification_comparison_markdown(runs: Sequence[tuple[str, Mapping[str, Any]]],
+                                      radii: Sequence[float] | None = None) -> str:
+    """One table of certified accuracy for several runs side by side (e.g. RSC-II(sigma)
+    against RSC-I(sigma/sqrt(T)), ``configs/sweeps/certify_pairs.py``).
+
+    ``runs``: (name, certified.json result) pairs. ``radii``: the columns (default: the
+    first run's grid); a run without a radius shows "-". Each row states its settings
+    and the largest radius its n and alpha can certify (with its l_inf equivalent x 1/255
+    where the result has ``input_dim``); cells beyond it are marked with a dagger.
+    """
+    radii = list(radii if radii is not None else (runs[0][1]["radii"] if runs else []))
+    head = ("| run | coding | sigma | T | images | n | alpha | "
+            + " | ".join(f"r = {r:g}" for r in radii)
+            + " | ACR | largest certifiable r (l_inf x 1/255) |")
+    lines = [head, "|---|---|---|---|---|---|---|" + "---|" * len(radii) + "---|---|"]
+    for name, res in runs:
+        s = res["settings"]
+        acc = {round(float(r), 9): a for r, a in zip(res["radii"], res["certified_accuracy"])}
+        max_r = res.get("max_certifiable_radius")
+        d = res.get("input_dim")
+        cells = []
+        for r in radii:
+            a = acc.get(round(float(r), 9))
+            cells.append("-" if a is None else f"{a:.3f}" + (" †" if max_r is not None and r > max_r else ""))
+        top = "-" if max_r is None else f"{max_r:.3f}" + (
+            f" ({255 * float(certify.linf_equivalent(max_r, d)):.3g}/255)" if d else "")
+        lines.append(f"| {name} | {s['coding']} | {s['sigma']:g} | {s['T']} | {res['num_examples']} | {s['n']:,} | "
+                     f"{s['alpha']:g} | " + " | ".join(cells) + f" | {res['acr']:.3f} | {top} |")
+    return "\n".join(lines + ["", "† beyond the largest radius the run's n and alpha can certify: "
+                                   "0 by the sample size, not the model.", ""])
 
 # --------------------------------------------------------------------------- report.md
 

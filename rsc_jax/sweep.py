@@ -82,6 +82,35 @@ WIDE_LINF = {
 # headline runs of a sweep it is left out (their worst case then omits it).
 NO_ENSEMBLE = {"attack.ensemble": False}
 
+# config.RAND_ATTACK as sweep overrides: the AutoAttack-rand-level evaluation on every test image.
+RAND = {f"attack.{k}": v for k, v in config.RAND_ATTACK.items()}
+
+
+def baselines(sigmas: tuple[float, ...] = (0.1, 0.2)) -> list[dict]:
+    """Controlled ANN baselines (T = 1, the ANN sees one draw of the coding): the ANN
+    trained with Gaussian input noise of each sigma and evaluated as a smoothed classifier
+    (Cohen et al., ICML 2019: ``ann_gauss_sigma<s>``, certified like the RSC runs), and
+    the ANN on Poisson coding (``ann_poisson``), so that coding and noise training are not
+    confounded with the spiking network."""
+    runs = [{"name": f"ann_gauss_sigma{s}",
+             "overrides": {"model.spiking": False, "coding.method": "rsc1", "coding.sigma": s, "coding.T": 1}}
+            for s in sigmas]
+    return runs + [{"name": "ann_poisson", "overrides": {"model.spiking": False, "coding.method": "poisson",
+                                                         "coding.T": 1}}]
+
+
+def controlled_runs(sigma: float = 0.2, T: int = 4) -> list[dict]:
+    """The runs of the controlled comparisons (the ``*_controlled`` sweeps): direct,
+    Poisson, RSC-I and RSC-II at ``sigma``, RSC-I at sigma / sqrt(T) (the noise of
+    RSC-II's time-average, and the same certified radius formula), the ANN twin, and
+    ``baselines`` at sigma / sqrt(T) and sigma."""
+    matched = round(sigma / T ** 0.5, 6)
+    sigmas = tuple(sorted({matched, sigma}))
+    keep = {f"direct_T{T}", f"poisson_T{T}", f"rsc1_sigma{matched}_T{T}", f"rsc1_sigma{sigma}_T{T}",
+            f"rsc2_sigma{sigma}_T{T}", "ann"}
+    return [r for r in coding_grid(Ts=(T,), sigmas=sigmas) if r["name"] in keep] + baselines(sigmas)
+
+
 CPU_CERTIFY = {
     "certify.num_examples": 40,
     "certify.n": 2000,
@@ -188,6 +217,7 @@ def summarise(workdir: str) -> dict[str, Any]:
     if cert:
         out["acr"] = cert["acr"]
         out["certified"] = dict(zip(map(str, cert["radii"]), cert["certified_accuracy"]))
+        out["max_certifiable_radius"] = cert.get("max_certifiable_radius")
     return out
 
 
@@ -218,6 +248,17 @@ def collect(root: str, sweep: dict[str, Any]) -> list[dict[str, Any]]:
     flagged = [(r["run"], r["seed"], r["masking_flags"]) for r in rows if r.get("masking_flags")]
     if flagged:
         md.append("\nGradient-masking checks flagged: " + "; ".join(f"{n} seed {s}: {f}" for n, s, f in flagged))
+    from rsc_jax import report        # here, not at import time: sweep files import this module
+    certified = [(f"{r['run']} seed {r['seed']}",
+                  report.read_json(os.path.join(root, run_dir_name({"name": r["run"]}, r["seed"]), "certified.json")))
+                 for r in rows if r.get("certified")]
+    if certified:
+        md += ["", "## Certified accuracy by l_2 radius", "",
+               "Per run and seed. The last column is the largest radius each run's n and alpha can certify "
+               "(all n draws agreeing), with its l_inf equivalent r/sqrt(d) x 255: a 0 beyond it (†) is the "
+               "sample size's, not the model's.", "",
+               report.certification_comparison_markdown(
+                   certified, radii=sorted({float(x) for _, c in certified for x in c["radii"]}))]
     with open(os.path.join(root, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     _plot(root, by_run)

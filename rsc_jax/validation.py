@@ -118,19 +118,21 @@ def check_grid(name: str, g: Any, *, min_len: int = 1, positive: bool = False, i
                       f"{'> 0' if positive else '>= 0'}", error)
 
 
-def check_sigma(name: str, sigma: Any, *, gaussian: bool, error: type[Exception] = ValueError) -> None:
-    """The coding noise level, one rule everywhere: finite; > 0 for a coding that draws
-    Gaussian noise (RSC-I/II); >= 0 for codings that ignore it (direct, Poisson).
+def check_sigma(name: str, sigma: Any, *, positive: bool, rule: str | None = None,
+                error: type[Exception] = ValueError) -> None:
+    """The coding's sigma, one rule everywhere: finite; > 0 for a coding that uses it
+    (``positive``: the Gaussian noise level of RSC-I/II, a relaxation temperature; ``rule``
+    says which in the message); >= 0 for codings that ignore it (direct, Poisson).
     A traced sigma is let through."""
     if is_traced(sigma):
         return
     try:
         s = np.asarray(sigma, dtype=np.float64)
-        ok = bool(np.all(np.isfinite(s))) and bool(np.all(s > 0) if gaussian else np.all(s >= 0))
+        ok = bool(np.all(np.isfinite(s))) and bool(np.all(s > 0) if positive else np.all(s >= 0))
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        fail(name, sigma, "Gaussian codings (rsc1, rsc2) need a finite sigma > 0" if gaussian
+        fail(name, sigma, (rule or "sigma must be finite and > 0") if positive
              else "sigma must be finite and >= 0", error)
 
 

@@ -1,30 +1,62 @@
-r"""Plain RSC training vs E-RSCT at the same sigma and T, side by side in one run.
+r"""E-RSCT against plain RSC training from the same initialisation, with its ablation.
 
     python scripts/ersct_study.py --config=configs/digits.py --target=0.9 --out=runs/ersct_digits.json
     python scripts/ersct_study.py --config=configs/mnist_subset.py --target=0.95 --out=runs/ersct_mnist.json
+    python scripts/ersct_study.py --config=configs/digits.py --arms=plain_teacher_init,ersct --steps=100
 
-For one data set, with the same seed, batch order, sigma, T and number of steps:
+For one data set, with the same seed, batch order, coding noise, sigma, T, optimiser and
+number of steps in every arm:
+
 1. trains the ANN teacher (``distill.teacher_config``: clean images, ReLU, T = 1) with
-   ``train.train`` (timed: the teacher is part of E-RSCT's cost);
-2. trains the RSC-SNN twice with the project's jitted step (``train.make_train_step``):
-   plain cross-entropy, and the E-RSCT loss (``distill.distillation_loss``, student
-   initialised from the teacher), evaluating the clean test accuracy (one coding draw,
-   ``eval_examples`` test images) every ``eval_every`` steps; evaluation time is not
-   counted in the training wall-clock, and the first step (which includes the XLA
-   compilation) is reported apart as ``first_step_seconds``;
-3. reports steps and training seconds to reach ``target`` clean accuracy, the final
-   clean accuracy on the whole test set, and PGD-7 robust accuracy (l_inf eps 8/255,
-   step 2/255, random start, K = 1, judged on one fresh draw; ``attack_examples``
-   images) for both, as JSON and a markdown table.
+   ``train.train`` (timed: the teacher is part of E-RSCT's cost), unless only
+   ``plain_scratch`` runs;
+2. trains the RSC-SNN once per arm (``ARMS``) with the project's jitted step
+   (``train.make_train_step``):
+
+   - ``plain_scratch``: cross-entropy from a fresh initialisation (plain RSC training);
+   - ``plain_teacher_init``: cross-entropy from the teacher's weights
+     (``distill.student_init``: the same initial variables as E-RSCT);
+   - ``ersct``: the E-RSCT loss (``distill.distillation_loss``: CE + alpha KD + beta
+     L_pre, the config's alpha, tau_kd, beta) from the teacher's weights;
+   - ``kd_only``: E-RSCT with beta = 0 (no alignment term), from the teacher's weights;
+   - ``align_only``: E-RSCT with alpha = 0 (no KD term), from the teacher's weights;
+
+   evaluating the clean accuracy (one coding draw, the first ``eval_examples`` test
+   images, the same draw per image in every arm) before the first step and every
+   ``eval_every`` steps; evaluation time is not counted in the training wall-clock,
+   and the first step (which includes the XLA compilation) is reported apart as
+   ``first_step_seconds``;
+3. reports per arm the steps and training seconds to reach ``target`` clean accuracy
+   (``reached``: first evaluated step at or above it; ``stays_from``: first step after
+   which it never drops below again), the final clean accuracy on the whole test set and the PGD-7 robust accuracy (l_inf
+   eps 8/255, step 2/255, random start, K = 1, judged on one fresh draw; the first
+   ``attack_examples`` test images), each with its exact 95 % Clopper-Pearson interval
+   (``metrics.binomial_interval``) and its per-example correctness
+   (``metrics.pack_correct`` strings, "1" = correct, in test-set order);
+4. compares arms pairwise on the same images with the exact McNemar test
+   (``metrics.mcnemar_exact``; ``COMPARISONS``), clean and PGD-7, and the steps to the
+   target of ``ersct`` vs ``plain_teacher_init``; each claim gets a verdict (``verdict``).
+
+Verdict rule: a claim "A is more accurate than B" **holds** only if the paired test
+rejects equal accuracy (p < 0.05) with A right more often where they differ (b > c),
+**does not hold** if it rejects with B right more often, and is **inconclusive**
+otherwise. "E-RSCT reaches the target in fewer steps than plain training from the same
+initialisation" is one run per arm, so its test is the McNemar test of the two arms'
+eval-set correctness at the first evaluated step where either arm reached the target
+(a step at which the arm that reached it is ahead), with the same rule.
+
+JSON: ``runs[arm]`` keeps the keys ``scripts/results.py`` reads (``curve`` with ``step``,
+``train_seconds``, ``clean_accuracy``; ``reached``; ``final_clean_accuracy``;
+``pgd7_accuracy``; ``train_seconds``) and adds the intervals, the correctness strings
+and the arm's loss settings; ``comparisons`` and ``steps_to_target`` hold the tests.
 
 Timings are wall-clock on whatever machine runs it (here: 2 shared CPU cores), compile
-included in the first step of each run; compare runs of one invocation only.
+excluded (``first_step_seconds``); compare runs of one invocation only.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -38,7 +70,32 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rsc_jax import attacks, backend, classifier, config, data, distill, judging, parallel, train  # noqa: E402
+from rsc_jax import attacks, backend, classifier, config, data, distill, judging, metrics, parallel, train  # noqa: E402
+
+# arm -> (loss, initialisation, overrides of config.distill for the E-RSCT loss)
+ARMS: dict[str, dict[str, Any]] = {
+    "plain_scratch": {"loss": "ce", "init": "scratch", "distill": {}},
+    "plain_teacher_init": {"loss": "ce", "init": "teacher", "distill": {}},
+    "ersct": {"loss": "ersct", "init": "teacher", "distill": {}},
+    "kd_only": {"loss": "ersct", "init": "teacher", "distill": {"beta": 0.0}},
+    "align_only": {"loss": "ersct", "init": "teacher", "distill": {"alpha": 0.0}},
+}
+# name -> (A, B, claim "A more accurate than B", note)
+COMPARISONS: dict[str, tuple[str, str, str, str]] = {
+    "ersct_vs_plain_teacher_init": (
+        "ersct", "plain_teacher_init", "E-RSCT is more accurate than plain training from the same (teacher) "
+        "initialisation", "controlled: same initialisation, only the loss differs"),
+    "ersct_vs_plain_scratch": (
+        "ersct", "plain_scratch", "E-RSCT is more accurate than plain training from scratch",
+        "confounded by initialisation: E-RSCT starts from the teacher's weights, plain from a fresh init"),
+    "ersct_vs_kd_only": (
+        "ersct", "kd_only", "adding the alignment term to KD makes the student more accurate",
+        "ablation: both terms vs KD only (beta = 0), same initialisation"),
+    "ersct_vs_align_only": (
+        "ersct", "align_only", "adding the KD term to the alignment makes the student more accurate",
+        "ablation: both terms vs alignment only (alpha = 0), same initialisation"),
+}
+ALPHA = 0.05            # the paired tests' level
 
 
 def load_config(path: str):
@@ -46,7 +103,8 @@ def load_config(path: str):
 
 
 def make_eval(clf_config: dict[str, Any], seed: int):
-    """Jitted ``(variables, idx, x, y) -> correct [B]``: one coding draw per example."""
+    """Jitted ``(variables, idx, x, y) -> correct [B]``: one coding draw per example,
+    keyed by the example's index (the same draw for every arm)."""
     clf = classifier.Classifier(clf_config, None)
     key = jax.random.fold_in(jax.random.key(seed), 3)
 
@@ -57,39 +115,63 @@ def make_eval(clf_config: dict[str, Any], seed: int):
     return fn
 
 
-def accuracy(fn, variables, x: np.ndarray, y: np.ndarray, batch: int, mesh) -> float:
-    correct = parallel.map_examples(functools.partial(fn, variables), [x, y], batch_size=batch, mesh=mesh)
-    return float(correct.mean())
+def correct(fn, variables, x: np.ndarray, y: np.ndarray, batch: int, mesh) -> np.ndarray:
+    """Per-example correctness ``[N]`` (bool) of ``fn`` (``make_eval``) on ``x, y``."""
+    return np.asarray(parallel.map_examples(lambda i, xb, yb: fn(variables, i, xb, yb), [x, y],
+                                            batch_size=batch, mesh=mesh), bool)
 
 
-def pgd7_accuracy(clf: classifier.Classifier, x: np.ndarray, y: np.ndarray, batch: int, seed: int, mesh) -> float:
-    """PGD-7 (eps 8/255, step 2/255, random start, K = 1), judged on a fresh draw."""
-    @backend.jit
-    def fn(idx, xb, yb):
-        keys = judging.example_keys(seed, idx, stream=0)
-        xa = attacks.pgd(clf.logits, keys, xb, yb, eps=8 / 255, step_size=2 / 255, steps=7)
-        j = judging.judge(clf.logits, judging.example_keys(seed, idx, stream=1), xa, yb, draws=1)
-        return j["correct_first"]
-    return float(parallel.map_examples(fn, [x, y], batch_size=batch, mesh=mesh).mean())
-
-
-def run_one(name: str, cfg, ds, loss_factory, init, loss_inputs, *, eval_every: int, eval_x, eval_y,
-            eval_batch: int, mesh) -> dict[str, Any]:
-    """Trains ``cfg.train.epochs`` epochs with the jitted step; returns the curve and variables."""
-    tc = cfg.train
-    clf_config = train.classifier_config(cfg, ds)
+def make_pgd7(clf_config: dict[str, Any], seed: int):
+    """Jitted ``(variables, idx, x, y) -> correct [B]`` under PGD-7 (eps 8/255, step
+    2/255, random start, K = 1), judged on a fresh draw."""
     clf = classifier.Classifier(clf_config, None)
-    spe = data.steps_per_epoch(len(ds.train), tc.batch_size)
-    total = tc.epochs * spe
+
+    @backend.jit
+    def fn(variables, idx, xb, yb):
+        def logits(k, x):
+            return clf.apply(variables, k, x)
+        keys = judging.example_keys(seed, idx, stream=0)
+        xa = attacks.pgd(logits, keys, xb, yb, eps=8 / 255, step_size=2 / 255, steps=7)
+        return judging.judge(logits, judging.example_keys(seed, idx, stream=1), xa, yb, draws=1)["correct_first"] > 0.5
+    return fn
+
+
+def counted(c: np.ndarray) -> dict[str, Any]:
+    """Accuracy of a correctness vector with its exact 95 % interval and the vector."""
+    k, n = int(c.sum()), int(c.size)
+    lo, hi = metrics.binomial_interval(k, n)
+    return {"accuracy": k / n, "k": k, "n": n, "ci95": [lo, hi], "correct": metrics.pack_correct(c)}
+
+
+def run_one(name: str, cfg, ds, clf_config: dict[str, Any], loss_fn, init, loss_inputs, *, total: int,
+            eval_every: int, ev, eval_x, eval_y, eval_batch: int, mesh) -> dict[str, Any]:
+    """Trains ``total`` steps with the jitted step; returns the curve and the variables
+    before the first step (``initial``) and after the last (``variables``).
+
+    ``init``: host (NumPy) variables, copied onto the devices here (the step donates its
+    state, so every arm gets its own buffers). The curve has a point at step 0 (the
+    initialisation) and every ``eval_every`` steps, each with the eval-set correctness."""
+    tc = cfg.train
     tx = train.make_optimizer(tc, total)
     root = jax.random.key(cfg.seed)
-    v = init if init is not None else classifier.init_variables(clf_config, jax.random.fold_in(root, train.INIT_STREAM))
+    v = jax.tree.map(jnp.array, init)
     state = parallel.replicate(train.init_state(v, tx), mesh)
-    step = train.make_train_step(loss_factory(clf), tx, jax.random.fold_in(root, train.NOISE_STREAM))
+    initial = jax.tree.map(lambda a: np.array(a, copy=True),        # a copy: the step donates the state
+                           {"params": state["params"], "batch_stats": state["batch_stats"]})
+    step = train.make_train_step(loss_fn, tx, jax.random.fold_in(root, train.NOISE_STREAM))
     extra = () if loss_inputs is None else (parallel.replicate(loss_inputs, mesh),)
-    ev = make_eval(clf_config, cfg.seed)
     index = np.arange(tc.batch_size, dtype=np.int32)
     curve, seconds, first = [], 0.0, 0.0
+
+    def evaluate(s: int, loss: float | None) -> None:
+        c = correct(ev, {"params": state["params"], "batch_stats": state["batch_stats"]}, eval_x, eval_y,
+                    eval_batch, mesh)
+        curve.append({"step": s, "train_seconds": round(seconds, 2), "clean_accuracy": float(c.mean()),
+                      "loss": loss, "correct": metrics.pack_correct(c)})
+        print(f"[{name}] step {s}/{total}  {seconds:.1f}s  acc {c.mean():.4f}"
+              + ("" if loss is None else f"  loss {loss:.4f}"), flush=True)
+
+    evaluate(0, None)
     for s in range(total):
         b = data.train_batch(ds, step=s, batch_size=tc.batch_size, seed=cfg.seed, augment=cfg.dataset.augment)
         b["index"] = index
@@ -101,16 +183,10 @@ def run_one(name: str, cfg, ds, loss_factory, init, loss_inputs, *, eval_every: 
         else:
             seconds += time.time() - t0
         if (s + 1) % eval_every == 0 or s + 1 == total:
-            variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-            acc = accuracy(ev, variables, eval_x, eval_y, eval_batch, mesh)
-            curve.append({"step": s + 1, "train_seconds": round(seconds, 2), "clean_accuracy": acc,
-                          "loss": float(m["loss"])})
-            print(f"[{name}] step {s + 1}/{total}  {seconds:.1f}s  acc {acc:.4f}  loss {float(m['loss']):.4f}",
-                  flush=True)
+            evaluate(s + 1, float(m["loss"]))
     variables = jax.device_get({"params": state["params"], "batch_stats": state["batch_stats"]})
     return {"curve": curve, "train_seconds": round(seconds, 2), "first_step_seconds": round(first, 2),
-            "steps": total,
-            "classifier": classifier.Classifier(clf_config, variables)}
+            "steps": total, "initial": initial, "variables": variables}
 
 
 def first_reaching(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
@@ -120,10 +196,172 @@ def first_reaching(curve: list[dict[str, Any]], target: float) -> dict[str, Any]
     return None
 
 
+def stays_from(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
+    """The first evaluated step from which the accuracy stays >= ``target`` at every
+    later evaluation (a curve that reaches the target and dips again is not there yet)."""
+    out = None
+    for r in curve:
+        if r["clean_accuracy"] < target:
+            out = None
+        elif out is None:
+            out = {"step": r["step"], "train_seconds": r["train_seconds"]}
+    return out
+
+
+def verdict(test: dict[str, Any], alpha: float = ALPHA) -> str:
+    """"holds" if the paired test rejects (p < alpha) with A ahead (b > c), "does not
+    hold" if it rejects with B ahead, else "inconclusive"."""
+    if test["p_value"] < alpha and test["b"] != test["c"]:
+        return "holds" if test["b"] > test["c"] else "does not hold"
+    return "inconclusive"
+
+
+def paired(a: str, b: str) -> dict[str, Any]:
+    """McNemar (exact) of two packed correctness strings, with its verdict for "A > B"."""
+    t = metrics.mcnemar_exact(metrics.unpack_correct(a), metrics.unpack_correct(b))
+    return dict(t, verdict=verdict(t))
+
+
+def compare(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``COMPARISONS`` whose two arms both ran: clean and PGD-7 McNemar tests."""
+    out = {}
+    for name, (a, b, claim, note) in COMPARISONS.items():
+        if a in runs and b in runs:
+            out[name] = {"a": a, "b": b, "claim": claim, "note": note,
+                         "clean": paired(runs[a]["final_clean_correct"], runs[b]["final_clean_correct"]),
+                         "pgd7": paired(runs[a]["pgd7_correct"], runs[b]["pgd7_correct"])}
+    return out
+
+
+def steps_to_target(runs: dict[str, dict[str, Any]], target: float, a: str = "ersct",
+                    b: str = "plain_teacher_init") -> dict[str, Any] | None:
+    """"A reaches ``target`` in fewer steps than B": the steps of each, and the McNemar
+    test of their eval-set correctness at the first evaluated step where either reached
+    it (both arms are evaluated at the same steps); None unless both ran."""
+    if a not in runs or b not in runs:
+        return None
+    ra, rb = runs[a]["reached"], runs[b]["reached"]
+    out: dict[str, Any] = {"a": a, "b": b, "target": target,
+                           "claim": f"{a} reaches {target:.0%} clean accuracy in fewer steps than {b}",
+                           "a_step": ra["step"] if ra else None, "b_step": rb["step"] if rb else None}
+    if ra is None and rb is None:
+        return dict(out, at_step=None, test=None, verdict="inconclusive (neither reached the target)")
+    at = min(r["step"] for r in (ra, rb) if r is not None)
+    ca = next(p["correct"] for p in runs[a]["curve"] if p["step"] == at)
+    cb = next(p["correct"] for p in runs[b]["curve"] if p["step"] == at)
+    t = paired(ca, cb)
+    return dict(out, at_step=at, test=t, verdict=t["verdict"])
+
+
+def arm_configs(cfg, arms: list[str]):
+    """``{arm: config}``: the study config with distillation on/off and the arm's
+    overrides of ``config.distill`` (alpha, beta); teacher-initialised arms set
+    ``init_from_teacher``."""
+    out = {}
+    for arm in arms:
+        c = cfg.copy_and_resolve_references()
+        spec = ARMS[arm]
+        c.distill.enabled = spec["loss"] == "ersct"
+        c.distill.init_from_teacher = spec["init"] == "teacher"
+        for k, v in spec["distill"].items():
+            c.distill[k] = v
+        out[arm] = c
+    return out
+
+
+def run_study(cfg, *, arms: list[str] | None = None, target: float = 0.9, eval_every: int = 10,
+              eval_examples: int = 500, attack_examples: int = 500, steps: int = 0,
+              config_path: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The study on ``cfg`` (a resolved config). Returns ``(result, objects)``: the JSON
+    result and, not serialisable, ``teacher`` (a classifier or None), ``initial`` and
+    ``final`` (per arm, the variables on the devices before the first step and after
+    the last, fetched to the host)."""
+    arms = list(ARMS) if not arms else arms
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"--arms {unknown} are not arms of this study; choose from {list(ARMS)}")
+    cfg = cfg.copy_and_resolve_references()
+    cfg.distill.enabled = False
+    cfgs = arm_configs(cfg, arms)
+    ds = data.load(cfg)
+    mesh = parallel.make_mesh(cfg.train.num_devices or None)
+    x, y = data.test_arrays(ds)
+    ex, ey = x[:eval_examples], y[:eval_examples]
+    ax, ay = x[:attack_examples], y[:attack_examples]
+    eb = cfg.eval.batch_size
+    clf_config = train.classifier_config(cfg, ds)
+    spe = data.steps_per_epoch(len(ds.train), cfg.train.batch_size)
+    total = steps or cfg.train.epochs * spe
+
+    teacher, tinfo, tvars, teacher_init = None, None, None, None
+    if any(ARMS[a]["init"] == "teacher" or ARMS[a]["loss"] == "ersct" for a in arms):
+        d_cfg = cfg.copy_and_resolve_references()
+        d_cfg.distill.enabled = True
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as tdir:
+            teacher, tsum = train.train(distill.teacher_config(d_cfg), ds, tdir, mesh=mesh, progress=False)
+        tsec = round(time.time() - t0, 2)
+        tc = counted(correct(make_eval(teacher.config, cfg.seed), teacher.params, x, y, eb, mesh))
+        tinfo = {"steps": tsum["steps"], "seconds": tsec, "clean_accuracy": tc["accuracy"],
+                 "clean_ci95": tc["ci95"], "clean_correct": tc["correct"]}
+        print(f"[teacher] {tsum['steps']} steps {tsec}s clean acc {tc['accuracy']:.4f}", flush=True)
+        distill.check_compatible(clf_config, teacher.config, teacher.params,
+                                 check_pre=any(ARMS[a]["loss"] == "ersct" and float(c.distill.beta) > 0
+                                               for a, c in cfgs.items()))
+        tvars = distill.teacher_variables(teacher)
+        d_cfg.distill.init_from_teacher = True
+        teacher_init, copied = distill.student_init(d_cfg, clf_config, teacher)
+        teacher_init = jax.device_get(teacher_init)
+        tinfo["leaves_copied"] = copied
+    scratch_init = jax.device_get(classifier.init_variables(
+        clf_config, jax.random.fold_in(jax.random.key(cfg.seed), train.INIT_STREAM)))
+
+    ev, pgd = make_eval(clf_config, cfg.seed), make_pgd7(clf_config, cfg.seed)
+    clf = classifier.Classifier(clf_config, None)
+    result: dict[str, Any] = {
+        "config": config_path, "seed": cfg.seed, "sigma": cfg.coding.sigma, "T": cfg.coding.T,
+        "method": cfg.coding.method, "epochs": cfg.train.epochs, "steps": total, "target": target,
+        "eval_every": eval_every, "eval_examples": len(ey), "test_examples": len(y),
+        "attack_examples": len(ay), "devices": jax.device_count(), "alpha_test": ALPHA,
+        "arms": arms, "teacher": tinfo, "runs": {}}
+    objects: dict[str, Any] = {"teacher": teacher, "initial": {}, "final": {}}
+    for arm in arms:
+        spec, c = ARMS[arm], cfgs[arm]
+        init = teacher_init if spec["init"] == "teacher" else scratch_init
+        if spec["loss"] == "ersct":
+            loss_fn, inputs = distill.distillation_loss(clf, teacher.config, c.distill), tvars
+        else:
+            loss_fn, inputs = train.cross_entropy_loss(clf), None
+        r = run_one(arm, c, ds, clf_config, loss_fn, init, inputs, total=total, eval_every=eval_every, ev=ev,
+                    eval_x=ex, eval_y=ey, eval_batch=eb, mesh=mesh)
+        objects["initial"][arm], objects["final"][arm] = r.pop("initial"), r.pop("variables")
+        fin = counted(correct(ev, objects["final"][arm], x, y, eb, mesh))
+        rob = counted(correct(pgd, objects["final"][arm], ax, ay, eb, mesh))
+        dc = c.distill
+        result["runs"][arm] = dict(
+            r, loss=spec["loss"], init=spec["init"],
+            ce=True if spec["loss"] == "ce" else bool(dc.ce),
+            alpha=float(dc.alpha) if spec["loss"] == "ersct" else 0.0,
+            beta=float(dc.beta) if spec["loss"] == "ersct" else 0.0,
+            tau_kd=float(dc.tau_kd) if spec["loss"] == "ersct" else None,
+            reached=first_reaching(r["curve"], target), stays_from=stays_from(r["curve"], target),
+            final_clean_accuracy=fin["accuracy"], final_clean_k=fin["k"], final_clean_ci95=fin["ci95"],
+            final_clean_correct=fin["correct"],
+            pgd7_accuracy=rob["accuracy"], pgd7_k=rob["k"], pgd7_ci95=rob["ci95"], pgd7_correct=rob["correct"])
+        print(f"[{arm}] final clean {fin['accuracy']:.4f} {fin['ci95']}  PGD-7 {rob['accuracy']:.4f} "
+              f"{rob['ci95']}", flush=True)
+    result["comparisons"] = compare(result["runs"])
+    result["steps_to_target"] = steps_to_target(result["runs"], target)
+    return result, objects
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/digits.py")
     ap.add_argument("--epochs", type=int, default=0, help="override train.epochs (0 = config's)")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="student steps per arm (0 = epochs x steps per epoch); the schedule spans them")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {list(ARMS)}")
     ap.add_argument("--target", type=float, default=0.9, help="clean accuracy to reach")
     ap.add_argument("--eval_every", type=int, default=10)
     ap.add_argument("--eval_examples", type=int, default=500)
@@ -132,50 +370,17 @@ def main() -> None:
     ap.add_argument("--out", default="")
     a = ap.parse_args()
 
-    plain = load_config(a.config)
+    cfg = load_config(a.config)
     if a.seed >= 0:
-        plain.seed = a.seed
+        cfg.seed = a.seed
     if a.epochs:
-        plain.train.epochs = a.epochs
-    plain.distill.enabled = False
-    erst = plain.copy_and_resolve_references()
-    erst.distill.enabled = True
-    ds = data.load(plain)
-    mesh = parallel.make_mesh(plain.train.num_devices or None)
-    x, y = data.test_arrays(ds)
-    ex, ey = x[:a.eval_examples], y[:a.eval_examples]
-    eb = plain.eval.batch_size
-
+        cfg.train.epochs = a.epochs
+    arms = [s.strip() for s in a.arms.split(",") if s.strip()]
     t0 = time.time()
-    with tempfile.TemporaryDirectory() as tdir:
-        teacher, tsum = train.train(distill.teacher_config(erst), ds, tdir, mesh=mesh, progress=False)
-    teacher_seconds = round(time.time() - t0, 2)
-    teacher_acc = accuracy(make_eval(teacher.config, plain.seed), teacher.params, x, y, eb, mesh)
-    print(f"[teacher] {tsum['steps']} steps {teacher_seconds}s clean acc {teacher_acc:.4f}", flush=True)
-
-    s_cfg = train.classifier_config(erst, ds)
-    distill.check_compatible(s_cfg, teacher.config, teacher.params)
-    init, _ = distill.student_init(erst, s_cfg, teacher)
-    runs = {
-        "plain RSC": run_one("plain", plain, ds, train.cross_entropy_loss, None, None, eval_every=a.eval_every,
-                             eval_x=ex, eval_y=ey, eval_batch=eb, mesh=mesh),
-        "E-RSCT": run_one("E-RSCT", erst, ds, lambda s: distill.distillation_loss(s, teacher.config, erst.distill),
-                          init, distill.teacher_variables(teacher), eval_every=a.eval_every, eval_x=ex, eval_y=ey,
-                          eval_batch=eb, mesh=mesh),
-    }
-    ax, ay = x[:a.attack_examples], y[:a.attack_examples]
-    result = {"config": a.config, "seed": plain.seed, "sigma": plain.coding.sigma, "T": plain.coding.T, "method": plain.coding.method,
-              "epochs": plain.train.epochs, "target": a.target, "eval_examples": len(ey),
-              "attack_examples": len(ay), "devices": jax.device_count(),
-              "teacher": {"steps": tsum["steps"], "seconds": teacher_seconds, "clean_accuracy": teacher_acc},
-              "runs": {}}
-    for name, r in runs.items():
-        clf = r.pop("classifier")
-        final = accuracy(make_eval(clf.config, plain.seed), clf.params, x, y, eb, mesh)
-        robust = pgd7_accuracy(clf, ax, ay, eb, plain.seed, mesh)
-        result["runs"][name] = dict(r, reached=first_reaching(r["curve"], a.target), final_clean_accuracy=final,
-                                    pgd7_accuracy=robust)
-        print(f"[{name}] final clean {final:.4f}  PGD-7 {robust:.4f}", flush=True)
+    result, _ = run_study(cfg, arms=arms, target=a.target, eval_every=a.eval_every,
+                          eval_examples=a.eval_examples, attack_examples=a.attack_examples, steps=a.steps,
+                          config_path=a.config)
+    result["wall_seconds"] = round(time.time() - t0, 1)
     print(markdown(result))
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
@@ -183,16 +388,42 @@ def main() -> None:
             json.dump(result, f, indent=1)
 
 
+def _ci(ci: list[float]) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def markdown(result: dict[str, Any]) -> str:
+    """The arms table, the McNemar comparisons and the steps-to-target test."""
     t = result["target"]
-    lines = [f"| run | steps to {t:.0%} clean | train s to {t:.0%} | final clean | PGD-7 (8/255) | "
-             "train s (all steps) | first step (compile) s |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| arm | init | alpha | beta | clean at step 0 | steps to {t:.0%} clean | train s to {t:.0%} | "
+             f"stays >= {t:.0%} from step | "
+             f"final clean (n = {result['test_examples']}) [95 % CI] | "
+             f"PGD-7 8/255 (n = {result['attack_examples']}) [95 % CI] | train s (all steps) | first step s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["runs"].items():
-        reach = r["reached"]
-        extra = f" (+ teacher {result['teacher']['seconds']} s)" if name == "E-RSCT" else ""
-        lines.append(f"| {name} | {reach['step'] if reach else 'not reached'} | "
-                     f"{reach['train_seconds'] if reach else '-'} | {r['final_clean_accuracy']:.4f} | "
-                     f"{r['pgd7_accuracy']:.4f} | {r['train_seconds']}{extra} | {r['first_step_seconds']} |")
+        reach, stay = r["reached"], stays_from(r["curve"], t)
+        extra = f" (+ teacher {result['teacher']['seconds']} s)" if result.get("teacher") and r["loss"] == "ersct" \
+            else ""
+        lines.append(f"| {name} | {r['init']} | {r['alpha']:g} | {r['beta']:g} | "
+                     f"{r['curve'][0]['clean_accuracy']:.4f} | {reach['step'] if reach else 'not reached'} | "
+                     f"{reach['train_seconds'] if reach else '-'} | {stay['step'] if stay else 'never'} | "
+                     f"{r['final_clean_accuracy']:.4f} "
+                     f"{_ci(r['final_clean_ci95'])} | {r['pgd7_accuracy']:.4f} {_ci(r['pgd7_ci95'])} | "
+                     f"{r['train_seconds']}{extra} | {r['first_step_seconds']} |")
+    if result["comparisons"]:
+        lines += ["", "| comparison (A vs B) | claim: A more accurate | metric | b (A only) | c (B only) | "
+                  "diff | McNemar p | verdict |", "|---|---|---|---|---|---|---|---|"]
+        for name, cmp in result["comparisons"].items():
+            for m in ("clean", "pgd7"):
+                s = cmp[m]
+                lines.append(f"| {cmp['a']} vs {cmp['b']} ({cmp['note']}) | {cmp['claim']} | {m} | {s['b']} | "
+                             f"{s['c']} | {s['diff']:+.4f} | {s['p_value']:.3g} | {s['verdict']} |")
+    st = result.get("steps_to_target")
+    if st:
+        test = st["test"]
+        lines += ["", f"Steps to {t:.0%}: {st['a']} {st['a_step']}, {st['b']} {st['b_step']}; "
+                  + (f"paired test at step {st['at_step']} (eval set): b = {test['b']}, c = {test['c']}, "
+                     f"p = {test['p_value']:.3g}; " if test else "") + f"verdict: {st['verdict']}"]
     return "\n".join(lines)
 
 

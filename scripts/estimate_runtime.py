@@ -174,7 +174,10 @@ def attack_counts(cfg: Any, clf_config: dict[str, Any]) -> dict[str, Any]:
     clf = classifier.Classifier(clf_config, None)
     variants = robustness.make_variants(clf, acfg) if acfg.ensemble else {}
     dummy = (lambda k, x: x)
-    jobs = attack_suite.jobs(acfg, dummy, variants, dummy if acfg.transfer else None)
+    method = clf_config["coding"]["method"]
+    relax = {"gumbel": dummy, "relaxed": dummy} if acfg.poisson_adaptive and method == "poisson" else None
+    jobs = attack_suite.jobs(acfg, dummy, variants, dummy if acfg.transfer else None, clf.num_classes,
+                             dummy if acfg.transfer_expectation and method != "direct" else None, relax)
     M = acfg.judge_draws
     c = {"fwd": 0, "grad": 0, "grad_bptr": 0, "grad_transfer": 0}
     rows = []
@@ -201,9 +204,9 @@ def attack_counts(cfg: Any, clf_config: dict[str, Any]) -> dict[str, Any]:
             # select_strongest judges every candidate on select_draws draws, the runner
             # judges every candidate (per-variant rows) and the chosen one on M draws
             fwd = len(names) * r["select_draws"] + len(names) * M + M
-        elif key == "expectation":   # PGD through the noise-free copy: same model, direct coding
+        elif key in ("expectation", "gumbel-pgd", "relaxed-pgd"):   # PGD through a copy of the same model
             grad, fwd = r["steps"] * r["eot"], M
-        elif key == "apgd":   # one objective gradient per step and draw, per restart (+ the target's forward)
+        elif key in ("apgd", "apgd-gumbel"):   # one objective gradient per step and draw, per restart (+ the target's forward)
             grad, fwd = r["steps"] * r["eot"] * r["restarts"], M + (1 if r["loss"] == "dlr-targeted" else 0)
         elif key == "square":
             fwd = r["queries"] * 2 * r["draws"] + M      # current and proposal, same draws
@@ -218,8 +221,13 @@ def attack_counts(cfg: Any, clf_config: dict[str, Any]) -> dict[str, Any]:
     if acfg.gradient_check:
         c["grad"] += 1
         rows.append({"job": "gradient-check", "grad": 1})
+    conv = None
+    if acfg.convergence:   # one APGD-CE trajectory per EOT value (snapshots at the step counts), M judge draws each
+        per = {"grad": max(acfg.convergence_steps) * sum(acfg.convergence_eot),
+               "fwd": len(acfg.convergence_steps) * len(acfg.convergence_eot) * M}
+        conv = {"examples": acfg.convergence_examples, **per}
     return {"per_example": c, "jobs": rows, "batch_size": acfg.batch_size, "num_examples": acfg.num_examples,
-            "variants": sorted(variants)}
+            "variants": sorted(variants), "convergence": conv}
 
 
 # --------------------------------------------------------------------------- one config
@@ -272,6 +280,10 @@ def estimate(name: str, overrides: dict[str, Any] | None = None) -> dict[str, An
     per_attacked = (pe["fwd"] * snn["forward"] + pe["grad"] * snn["grad"] + pe["grad_bptr"] * bptr["grad"]
                     + pe["grad_transfer"] * ann["grad"])
     stage["attack"] = n_att_pad * per_attacked if "attack" in modes else 0.0
+    cv = ac["convergence"]
+    if cv is not None and "attack" in modes:
+        n_conv = padded(n_test if cv["examples"] == -1 else min(cv["examples"], n_test), ac["batch_size"])
+        stage["attack_convergence"] = n_conv * (cv["grad"] * snn["grad"] + cv["fwd"] * snn["forward"])
 
     cc = cfg.certify
     n_cert = n_test if cc.num_examples == -1 else min(cc.num_examples, n_test)

@@ -71,7 +71,7 @@ def figures(report: dict[str, Any]) -> dict[str, Any]:
         acc = cert["certified_accuracy"][[round(x, 6) for x in cert["radii"]].index(radius)]
         rows.append(_row(f"certified accuracy at l_2 radius {radius:g} (n = {s['n']:,}, alpha = {s['alpha']:g})",
                          acc, s["num_examples"]))
-    return {"rows": rows, "preset": rob.get("preset", "quick" if rob["config"].get("quick") else "full"),
+    return {"rows": rows, "preset": rob.get("preset", "quick" if rob["config"].get("quick") else "default"),
             "package_version": report.get("package_version")}
 
 

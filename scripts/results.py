@@ -12,11 +12,14 @@ partial sweep gives a partial table) and the E-RSCT study JSONs, and writes to `
   (``matched_sigma``) marked;
 - ``qte_sigma.png``: QTE vs sigma (PGD-7 over [0, 8/255]; FGSM over [0, 32/255]);
 - ``certified.png``: certified accuracy vs l_2 radius per sigma (RSC runs, T = 4);
-- ``ersct.png``: clean accuracy vs training steps and seconds, plain RSC vs E-RSCT;
+- ``ersct.png``: clean accuracy vs training steps and seconds, for each arm of the E-RSCT study;
 - ``tables.md`` and ``summary.json``: every number behind the plots, mean and standard
-  deviation over seeds.
+  deviation over seeds; 95 % exact intervals of pooled counts (``intervals``); the
+  verdict of every claim with its paired test (``verdicts``; rules in scripts/verdicts.py).
 
-Accuracies are on one coding draw (``acc_single``), as in the sweeps' tables.
+Accuracies in the main tables are on one coding draw (``acc_single``), as in the sweeps'
+tables; the intervals and paired tests are on the logits averaged over M draws
+(``acc_avg``, ``correct_avg``), the accuracy that is a count of test images.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import sys
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))        # scripts/verdicts.py
 
 import numpy as np  # noqa: E402
+import verdicts  # noqa: E402
 
 from rsc_jax import config, data, metrics, sweep  # noqa: E402
 
@@ -122,8 +127,27 @@ def ersct_table(studies: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                     "final_clean": stat([r["final_clean_accuracy"] for r in rs]),
                     "pgd7": stat([r["pgd7_accuracy"] for r in rs]),
                     "train_seconds": stat([r["train_seconds"] for r in rs]),
-                    "target": studies[0]["target"], "seeds": [s.get("seed", 0) for s in studies]}
+                    "target": studies[0]["target"], "seeds": [s.get("seed", 0) for s in studies],
+                    "final_clean_ci95": ersct_interval(studies, run, "final_clean"),
+                    "pgd7_ci95": ersct_interval(studies, run, "pgd7")}
     return out
+
+
+def ersct_interval(studies: list[dict[str, Any]], run: str, field: str) -> dict[str, Any] | None:
+    """``field`` (``final_clean`` or ``pgd7``, one draw per image) of ``run`` as a count
+    pooled over the studies (seeds), with its exact 95 % interval (``verdicts.pooled``):
+    k from ``<field>_k`` and n from ``<field>_correct`` where the study records them, else
+    for PGD-7 k = round(acc x attack_examples) (acc was k / n); None where n is unknown."""
+    counts = []
+    for s in studies:
+        r = s["runs"][run]
+        if f"{field}_k" in r and isinstance(r.get(f"{field}_correct"), str):
+            counts.append({"k": int(r[f"{field}_k"]), "n": len(r[f"{field}_correct"])})
+        elif field == "pgd7" and "attack_examples" in s:
+            counts.append({"k": int(round(r["pgd7_accuracy"] * s["attack_examples"])), "n": int(s["attack_examples"])})
+        else:
+            return None
+    return verdicts.pooled(counts)
 
 
 def _fmt(v: tuple[float, float, int] | None, digits: int = 3) -> str:
@@ -133,11 +157,15 @@ def _fmt(v: tuple[float, float, int] | None, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
 
 
-def table(agg: dict[str, dict[str, Any]]) -> list[str]:
+def table(agg: dict[str, dict[str, Any]], ci: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Markdown: mean ± std over seeds per run; a cell whose column is in ``ci[run]``
+    (a ``verdicts.pooled`` count of the same accuracy) gets its 95 % interval."""
     cols = [m for m in METRICS if any(a.get(m) for a in agg.values())]      # columns this data set has
     lines = ["| run | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for name, a in agg.items():
         cells = [_fmt(a[m], 0 if m == "seconds" else 3) for m in cols]
+        cells = [c + (f" [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}]" if (p := (ci or {}).get(name, {}).get(m))
+                      and c != "-" else "") for c, m in zip(cells, cols)]
         lines.append(f"| {name} | {len(a['seeds'])} | " + " | ".join(cells) + " |")
     return lines
 
@@ -254,7 +282,8 @@ def plots(out: str, aggs: dict[str, dict[str, dict[str, Any]]], sigmas_matched: 
 
     if ersct:
         fig, axes = plt.subplots(1, 2 * len(ersct), figsize=(4.2 * 2 * len(ersct), 3.6), squeeze=False)
-        fig.suptitle("Plain RSC training vs E-RSCT: clean accuracy during training (one line per seed)")
+        fig.suptitle("E-RSCT and its controls (plain from scratch / from the teacher, KD only, alignment only): "
+                     "clean accuracy during training (one line per seed)")
         for j, (d, studies) in enumerate(ersct.items()):
             for study in studies:
                 for i, (run, res) in enumerate(study["runs"].items()):
@@ -273,6 +302,62 @@ def plots(out: str, aggs: dict[str, dict[str, dict[str, Any]]], sigmas_matched: 
     return written
 
 
+def presets(root: str) -> list[str]:
+    """The attack presets the finished runs under ``root`` recorded (``robustness.json``
+    ``preset``); reports written before presets were recorded say so."""
+    out = set()
+    for path in glob.glob(os.path.join(root, "*", "robustness.json")):
+        if os.path.isfile(os.path.join(os.path.dirname(path), sweep.DONE)):
+            with open(path) as f:
+                out.add(json.load(f).get("preset") or "not recorded (run before presets were; see the sweep file)")
+    return sorted(out)
+
+
+def markdown(aggs: dict[str, dict[str, Any]], matched: dict[str, float], ints: dict[str, dict[str, Any]],
+             ersct_summary: dict[str, dict[str, Any]], ersct_seeds: dict[str, int],
+             vs: list[dict[str, Any]], preset_names: dict[str, list[str]] | None = None) -> list[str]:
+    """The lines of tables.md: per data set the seed table (``table``) and the interval
+    table of the M-averaged accuracies (``verdicts.interval_table``), the E-RSCT tables,
+    and the verdicts (``verdicts.verdict_lines``)."""
+    md = ["# Reproduction tables (generated by `python scripts/results.py`)\n",
+          "Mean ± standard deviation over each row's seeds; accuracies on one coding draw; `clean`: "
+          "the whole test split, `clean_attacked`: the attacked subset (first 256 / 128 test images on "
+          "MNIST / CIFAR-10); l_inf "
+          "attacks at eps 8/255 or 32/255 (`@8`, `@32`); `worst@E`: per example, the worst over all attacks "
+          "run at E; `l2@0.5`: PGD-7 at l_2 radius 0.5; `qte8`: QTE of the PGD-7 curve over eps [0, 8/255]; "
+          "`qte_fgsm32`: QTE of the FGSM curve over [0, 32/255] (digits and MNIST); `acr`: average certified "
+          "radius (n = 2,000, or 1,000 on CIFAR-10); `seconds`: wall-clock of the whole run (train, evaluate, "
+          "attack, certify).\n",
+          "Intervals: `[lo, hi]` is the exact 95 % Clopper-Pearson interval of the count pooled over the "
+          "row's seeds (correct images summed over seeds, out of images x seeds), given where the accuracy "
+          "is a count: `clean` (one draw per image) in the first table of each data set; the other "
+          "single-draw accuracies there are means over M draws per image, not counts, so their intervals "
+          "are given for the accuracy of the M-averaged logits in the second table.\n"]
+    for d, agg in aggs.items():
+        if agg:
+            md += [f"## {TITLES[d]}\n", f"Attack preset: {', '.join((preset_names or {}).get(d) or ['-'])}. "
+                   f"Poisson-matched sigma (sqrt of mean x(1-x) over training pixels): {matched[d]:.3f}\n", *table(agg, {r: {"clean": v["clean"]} for r, v in ints.get(d, {}).items()
+                                                       if "clean" in v}), ""]
+            it = verdicts.interval_table(ints.get(d, {}), METRICS)
+            if it:
+                md += ["Accuracy of the logits averaged over M draws (`acc_avg`), pooled over the row's seeds, "
+                       "with its exact 95 % interval `[lo, hi]`:\n", *it, ""]
+    for d, rows in ersct_summary.items():
+        md += [f"## E-RSCT, its ablation and plain training (from scratch and from the teacher's weights): "
+               f"{d} ({ersct_seeds[d]} seed(s))\n",
+               "Final clean and PGD-7 8/255: mean ± std over seeds, then the exact 95 % interval of the count "
+               "pooled over seeds, where the study records the count (older studies do not record the size of "
+               "the final clean test set: no interval there).\n",
+               "| run | steps to target | train s to target | final clean | PGD-7 8/255 | train s, all steps |",
+               "|---|---|---|---|---|---|",
+               *[f"| {run} | " + " | ".join(_fmt(r[k], digits) + (
+                   f" [{r[k + '_ci95']['ci95'][0]:.3f}, {r[k + '_ci95']['ci95'][1]:.3f}]"
+                   if r.get(k + "_ci95") else "") for k, digits in ERSCT_COLUMNS.items())
+                 + (f" (target not reached by {r['not_reached']} seed(s))" if r["not_reached"] else "") + " |"
+                 for run, r in rows.items()], ""]
+    return md + verdicts.verdict_lines(vs)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sweeps", default="runs/sweeps", help="root holding one directory per sweep")
@@ -281,7 +366,7 @@ def main() -> None:
     p.add_argument("--out", default="docs/results")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    aggs, matched = {}, {}
+    aggs, matched, per_example = {}, {}, {}
     for d, fname in SWEEP_FILES.items():
         root = os.path.join(args.sweeps, d)
         matched[d] = matched_sigma(dataset_images(d))
@@ -291,6 +376,7 @@ def main() -> None:
             continue
         sw = config.call_file(os.path.join(config.CONFIG_DIR, "sweeps", f"{fname}.py"), "get_sweep")
         aggs[d] = aggregate(sweep.collect(root, sw))
+        per_example[d] = verdicts.load_runs(root, sw)
     ersct: dict[str, list[dict[str, Any]]] = {}
     for path in args.ersct if args.ersct is not None else sorted(glob.glob("runs/ersct_*.json")):
         if os.path.isfile(path):
@@ -298,31 +384,17 @@ def main() -> None:
                 study = json.load(f)
             ersct.setdefault(os.path.basename(study["config"])[:-3], []).append(study)
     written = plots(args.out, aggs, matched, ersct)
-    md = ["# Reproduction tables (generated by `python scripts/results.py`)\n",
-          "Mean ± standard deviation over each row's seeds; accuracies on one coding draw; `clean`: "
-          "the whole test split, `clean_attacked`: the attacked subset (first 256 / 128 test images on "
-          "MNIST / CIFAR-10); l_inf "
-          "attacks at eps 8/255 or 32/255 (`@8`, `@32`); `worst@E`: per example, the worst over all attacks "
-          "run at E; `l2@0.5`: PGD-7 at l_2 radius 0.5; `qte8`: QTE of the PGD-7 curve over eps [0, 8/255]; "
-          "`qte_fgsm32`: QTE of the FGSM curve over [0, 32/255] (digits and MNIST); `acr`: average certified radius (n = 2,000, or 1,000 on "
-          "CIFAR-10); `seconds`: wall-clock of the whole run (train, evaluate, attack, certify).\n"]
-    for d, agg in aggs.items():
-        if agg:
-            md += [f"## {TITLES[d]}\n", f"Poisson-matched sigma (sqrt of mean x(1-x) over training pixels): "
-                   f"{matched[d]:.3f}\n", *table(agg), ""]
+    ints = {d: verdicts.intervals(runs) for d, runs in per_example.items()}
+    vs = verdicts.verdicts({d: {"runs": runs, "matched": matched[d], "meta": aggs[d]}
+                            for d, runs in per_example.items()})
     ersct_summary = {d: ersct_table(studies) for d, studies in ersct.items()}
-    for d, rows in ersct_summary.items():
-        md += [f"## E-RSCT vs plain RSC training: {d} ({len(ersct[d])} seed(s))\n",
-               "| run | steps to target | train s to target | final clean | PGD-7 8/255 | train s, all steps |",
-               "|---|---|---|---|---|---|",
-               *[f"| {run} | " + " | ".join(_fmt(r[k], digits) for k, digits in ERSCT_COLUMNS.items())
-                 + (f" (target not reached by {r['not_reached']} seed(s))" if r["not_reached"] else "") + " |"
-                 for run, r in rows.items()], ""]
+    md = markdown(aggs, matched, ints, ersct_summary, {d: len(s) for d, s in ersct.items()}, vs,
+                  {d: presets(os.path.join(args.sweeps, d)) for d in SWEEP_FILES})
     with open(os.path.join(args.out, "tables.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump({"matched_sigma": matched, "sweeps": aggs,
-                   "ersct": ersct_summary}, f, indent=1)
+        json.dump({"matched_sigma": matched, "sweeps": aggs, "intervals": ints,
+                   "ersct": ersct_summary, "verdicts": vs}, f, indent=1)
     print(f"wrote {', '.join(written + ['tables.md', 'summary.json'])} to {args.out}", file=sys.stderr)
 
 

@@ -107,3 +107,20 @@ def test_backend_is_asked_in_backend_py_only():
     root = pathlib.Path(rsc_jax.__file__).parent
     asking = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "default_backend(" in p.read_text())
     assert asking == ["backend.py"], asking
+
+
+def test_matmul_precision_policy():
+    """config.matmul_precision: the backend's choice by default, checked before anything
+    runs, and scoped to what is traced inside (nothing leaks to the caller)."""
+    from rsc_jax import config, config_checks
+    assert config.base().matmul_precision == "default"
+    before = jax.config.jax_default_matmul_precision
+    with backend.matmul_precision("highest"):
+        assert jax.config.jax_default_matmul_precision == "highest"
+    with backend.matmul_precision("default"):
+        assert jax.config.jax_default_matmul_precision == before
+    assert jax.config.jax_default_matmul_precision == before
+    c = config.base()
+    c.matmul_precision = "tf32"
+    with pytest.raises(config_checks.ConfigError, match=r"config.matmul_precision.*'tf32'.*allowed"):
+        config_checks.validate(c)

@@ -148,6 +148,38 @@ def test_radius_closed_form():
     np.testing.assert_array_equal(C.radius([0.0, 0.3, 0.5], sigma=1.0, coding="rsc1", T=1), 0.0)
 
 
+def test_linf_equivalent_hand_values():
+    # digits 8x8x1: d = 64, r = 0.5 -> 0.5 / 8 = 0.0625 = 15.9375/255
+    assert C.linf_equivalent(0.5, 64) == pytest.approx(0.0625, rel=1e-12)
+    assert 255 * C.linf_equivalent(0.5, 64) == pytest.approx(15.94, abs=5e-3)
+    # MNIST 28x28x1: d = 784 -> 0.5 / 28; CIFAR 32x32x3: d = 3072
+    np.testing.assert_allclose(C.linf_equivalent([0.0, 0.5, 1.0], 784), [0.0, 0.5 / 28, 1.0 / 28], rtol=1e-12)
+    assert C.linf_equivalent(1.0, 3072) == pytest.approx(1 / math.sqrt(3072), rel=1e-12)
+    assert C.linf_equivalent(np.inf, 64) == np.inf
+    # the inclusion is tight: the corner of the l_inf ball of radius r / sqrt(d) has l2 norm r
+    d, r = 64, 0.37
+    corner = np.full(d, float(C.linf_equivalent(r, d)))
+    assert np.linalg.norm(corner) == pytest.approx(r, rel=1e-12)
+    for bad, match in ((dict(radius_l2=-0.1, input_dim=64), "radius_l2"), (dict(radius_l2=0.5, input_dim=0),
+                                                                             "input_dim=0"),
+                       (dict(radius_l2=np.nan, input_dim=64), "radius_l2")):
+        with pytest.raises(ValueError, match=match):
+            C.linf_equivalent(**bad)
+
+
+def test_max_radius_hand_values():
+    # all n draws agree: p_A = alpha^(1/n); Phi^-1(0.001^(1/10^5)) = 3.8115, Phi^-1(0.001^(1/10^4)) = 3.1986
+    assert C.max_radius(100_000, 0.001, sigma=1.0, coding="rsc1", T=1) == pytest.approx(3.81146, abs=1e-4)
+    assert C.max_radius(10_000, 0.001, sigma=1.0, coding="rsc1", T=1) == pytest.approx(3.19858, abs=1e-4)
+    # digits_certify: RSC-II sigma 0.2 at T = 4 -> 0.381; RSC-I at 0.2 / sqrt(4) the same
+    r2 = C.max_radius(100_000, 0.001, sigma=0.2, coding="rsc2", T=4)
+    assert r2 == pytest.approx(0.381146, abs=1e-5)
+    assert C.max_radius(100_000, 0.001, sigma=0.1, coding="rsc1", T=4) == pytest.approx(r2, rel=1e-12)
+    assert C.max_radius(2000, 0.001, sigma=0.2, coding="rsc2", T=4) == pytest.approx(0.2702, abs=1e-4)
+    with pytest.raises(ValueError, match="cannot be certified"):
+        C.max_radius(100, 0.001, sigma=0.2, coding="poisson", T=4)
+
+
 # ---------------------------------------------------------------------------
 # CERTIFY against closed-form smoothed classifiers.
 # ---------------------------------------------------------------------------
@@ -451,6 +483,22 @@ def test_run_writes_files(tmp_path):
     assert res["max_certifiable_radius"] == pytest.approx(0.5 * scipy.stats.norm.ppf(0.01 ** (1 / 200)) / math.sqrt(2))
     assert rad.max() <= res["max_certifiable_radius"] + 1e-12 and "Largest radius" in md
     assert "95 % interval" in md
+    # the share of examples at that cap: all n draws agreed
+    assert res["at_max_certifiable_radius"] == pytest.approx(np.mean([r["n_A"] == 200 for r in rows]))
+    # l_inf equivalents r / sqrt(d) of the grid and of the largest radius, d = 2 x 2 x 1
+    assert res["input_dim"] == 4
+    li = res["linf_equivalent"]
+    np.testing.assert_allclose(li["radii"], [0.0, 0.05, 0.1, 0.15], rtol=1e-12)
+    np.testing.assert_allclose(li["radii_255"], [255 * r / 2 for r in res["radii"]], rtol=1e-12)
+    assert li["max_certifiable_radius"] == pytest.approx(res["max_certifiable_radius"] / 2, rel=1e-12)
+    assert li["max_certifiable_radius_255"] == pytest.approx(255 * res["max_certifiable_radius"] / 2, rel=1e-12)
+    assert "l_inf equivalent r/sqrt(d), x 1/255 | 0 | 12.8 | 25.5 | 38.2 |" in md
+    assert f"= {li['max_certifiable_radius_255']:.3g}/255 for d = 4" in md
+    # no grid radius lies beyond max_certifiable_radius (0.71), so no cell is marked as n's
+    assert res["max_certifiable_radius"] > 0.3 and "†" not in md
+    # a grid radius beyond it is marked, and the note says so
+    md_beyond = report.certification_markdown(dict(res, radii=[0.0, 0.5, 1.0]))
+    assert md_beyond.count(" †") == 2 and "marks the grid radii beyond it" in md_beyond
 
 
 def test_run_num_examples_and_uint8(tmp_path):
@@ -462,3 +510,94 @@ def test_run_num_examples_and_uint8(tmp_path):
     assert res["num_examples"] == 3
     assert len(_read_jsonl(os.path.join(tmp_path, "certify.jsonl"))) == 3
     assert res["radius_formula"] == "sigma * Phi^-1(p_A)"
+
+
+def test_certification_markdown_of_older_results_and_comparison():
+    """report.md renders a certified.json written before input_dim existed; the comparison
+    table puts runs side by side and states each run's largest certifiable radius."""
+    def result(coding_, sigma, acc, **extra):
+        return {"settings": dict(coding=coding_, sigma=sigma, T=4, n0=100, n=100_000, alpha=0.001, batch=1000,
+                                 image_batch=8, num_examples=360, seed=0, devices=1),
+                "radii": [0.0, 0.2, 0.4], "certified_accuracy": acc, "acr": 0.3, "abstain_rate": 0.0,
+                "num_examples": 360, "seconds": 10.0, "images_per_second": 36.0,
+                "radius_formula": coding.get(coding_).radius_formula,
+                "max_certifiable_radius": C.max_radius(100_000, 0.001, sigma=sigma, coding=coding_, T=4), **extra}
+    old = result("rsc2", 0.2, [0.98, 0.9, 0.0])
+    md = report.certification_markdown(old)
+    assert "l_inf equivalent" not in md and "Largest radius n = 100,000 and alpha = 0.001 can certify: 0.381" in md
+    assert "0.0% †" in md
+    md = report.certification_markdown(dict(old, input_dim=64, at_max_certifiable_radius=0.71875))
+    assert "| l_inf equivalent r/sqrt(d), x 1/255 | 0 | 6.38 | 12.8 |" in md     # derived from input_dim
+    assert "0.04764 = 12.1/255 for d = 64" in md
+    assert "71.9% of the images reached it (all n draws agreed)" in md
+    table = report.certification_comparison_markdown(
+        [("rsc2 sigma 0.2", dict(old, input_dim=64)), ("rsc1 sigma 0.1", result("rsc1", 0.1, [0.97, 0.85, 0.0]))])
+    rows = [line for line in table.splitlines() if line.startswith("| rsc")]
+    assert len(rows) == 2
+    assert rows[0].endswith("| 0.980 | 0.900 | 0.000 † | 0.300 | 0.381 (12.1/255) |"), rows[0]
+    assert rows[1].endswith("| 0.970 | 0.850 | 0.000 † | 0.300 | 0.381 |"), rows[1]
+
+
+# ---------------------------------------------------------------------------
+# Certification at size: configs and the RSC-II / RSC-I pair sweep.
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,base,num_examples", [("digits_certify", "digits", -1),
+                                                    ("mnist_subset_certify", "mnist_subset", 500)])
+def test_certify_configs_at_size(name, base, num_examples):
+    cfg = config.from_file(name)
+    c = cfg.certify
+    assert (c.n, c.n0, c.alpha, c.num_examples) == (100_000, 100, 0.001, num_examples)
+    config_checks.check_certify(c)
+    # everything but the certify section is the base config's: it certifies the base run's export
+    ref = config.from_file(base)
+    for section in ("dataset", "model", "neuron", "coding", "train"):
+        assert cfg[section].to_dict() == ref[section].to_dict(), section
+    # the grid reaches past the largest radius n and alpha allow (0.381), so the table shows where it ends
+    top = C.max_radius(c.n, c.alpha, sigma=cfg.coding.sigma, coding=cfg.coding.method, T=cfg.coding.T)
+    assert top == pytest.approx(0.381, abs=1e-3) and max(c.radii) > top > sorted(c.radii)[-2]
+    with open(os.path.join(config.CONFIG_DIR, f"{name}.py")) as f:
+        doc = f.read()
+    assert f"--config=configs/{base}.py" in doc and "--mode=train" in doc
+    assert f"--config=configs/{name}.py" in doc and "--mode=certify" in doc
+    if cfg.dataset.name == "npz" and not os.path.isfile(cfg.dataset.path):
+        pytest.skip(f"{cfg.dataset.path} absent")
+    for devices in (1, 2, 4, 8):
+        config_checks.validate(cfg, ("certify",), device_count=devices)
+
+
+def test_certify_pairs_sweep_pairs_sigma_over_sqrt_T():
+    from rsc_jax import pipeline, sweep
+    sw = config.call_file(os.path.join(config.CONFIG_DIR, "sweeps", "certify_pairs.py"), "get_sweep")
+    runs = {r["name"]: r["overrides"] for r in sw["runs"]}
+    rsc2 = {(o["coding.sigma"], o["coding.T"]) for o in runs.values() if o["coding.method"] == "rsc2"}
+    rsc1 = {(o["coding.sigma"], o["coding.T"]) for o in runs.values() if o["coding.method"] == "rsc1"}
+    assert rsc2 == {(0.2, 4), (0.4, 4)} and rsc1 == {(0.1, 4), (0.2, 4)} and len(runs) == 4
+    for s, T in rsc2:                               # each RSC-II run has its RSC-I partner at sigma / sqrt(T)
+        assert (s / math.sqrt(T), T) in rsc1
+        # ... with the same radius for every p_A, hence the same largest certifiable radius
+        np.testing.assert_allclose(C.radius([0.6, 0.9, 0.999], sigma=s, coding="rsc2", T=T),
+                                   C.radius([0.6, 0.9, 0.999], sigma=s / math.sqrt(T), coding="rsc1", T=T),
+                                   rtol=1e-12)
+    assert set(pipeline.plan(config.from_file("digits_certify"), sw["modes"])) >= {"train", "certify"}
+    for run in sw["runs"]:
+        cfg = sweep.run_config(sw, run, seed=0)
+        assert (cfg.certify.n, cfg.certify.num_examples, cfg.certify.alpha) == (100_000, -1, 0.001)
+        assert cfg.dataset.name == "digits"
+        top = C.max_radius(cfg.certify.n, cfg.certify.alpha, sigma=cfg.coding.sigma, coding=cfg.coding.method,
+                           T=cfg.coding.T)
+        assert max(cfg.certify.radii) >= top        # the grid covers every run's largest radius
+        config_checks.validate(cfg, pipeline.plan(cfg, sw["modes"]), device_count=1)
+
+
+def test_an_ann_is_certified_with_the_steps_it_sees():
+    """An ANN sees one step of the coding (``Classifier.encode``), so an RSC-II-coded ANN
+    with coding.T = 4 is certified with Cohen et al.'s radius sigma Phi^-1(p_A) (T = 1),
+    not RSC-II's sigma Phi^-1(p_A) / 2; a spiking network keeps its T."""
+    from rsc_jax.evaluators import certification
+
+    class Fake:
+        def __init__(self, spiking):
+            self.config = {"model": {"spiking": spiking}, "coding": {"method": "rsc2", "sigma": 0.2, "T": 4}}
+    assert certification.coding_of(Fake(False)) == ("rsc2", 0.2, 1)
+    assert certification.coding_of(Fake(True)) == ("rsc2", 0.2, 4)

@@ -97,3 +97,67 @@ def test_bad_inputs():
         coding.encode(KEY, x, method="rsc2", T=0, sigma=0.1)
     with pytest.raises(ValueError, match="method"):  # raised at trace time under jit
         jax.jit(coding.encode, static_argnames=("method", "T"))(KEY, x, method="nope", T=2)
+
+
+# ------------------------------------------------- Gumbel-sigmoid estimators of Poisson coding
+
+
+@pytest.mark.parametrize("method", ["poisson_gumbel", "poisson_relaxed"])
+def test_gumbel_codings_by_hand_for_one_draw(method):
+    """One draw against the formulas written out: L = the logistic noise of the key,
+    hard = 1[logit(x) + L > 0], soft = sigmoid((logit(x) + L) / tau), and the derivative
+    d soft / d x = soft (1 - soft) / (tau x (1 - x)) in both codings."""
+    tau, T = 0.5, 3
+    x = jnp.array([[0.0, 0.1, 0.5, 0.9, 1.0]], jnp.float32)
+    key = jax.random.key(3)
+    s = coding.encode(key, x, method=method, T=T, sigma=tau)
+    L = np.asarray(jax.random.logistic(key, (T, *x.shape)), np.float64)
+    xn = np.asarray(x, np.float64)
+    q = np.clip(xn, 1e-4, 1 - 1e-4)
+    z = np.log(q / (1 - q)) + L
+    soft = 1 / (1 + np.exp(-z / tau))
+    hard = np.where(xn <= 0, 0.0, np.where(xn >= 1, 1.0, (z > 0).astype(float)))
+    np.testing.assert_allclose(np.asarray(s), hard if method == "poisson_gumbel" else soft, atol=1e-5)
+    g = jax.grad(lambda v: coding.encode(key, v, method=method, T=T, sigma=tau).sum())(x)
+    want = (soft * (1 - soft) / (tau * q * (1 - q))).sum(0)
+    # atol: float32 rounds 1 - sigmoid(z / tau) in the e^-16 tail at x = 1 (0.0119 vs 0.0106).
+    np.testing.assert_allclose(np.asarray(g), want, rtol=1e-3, atol=2e-3)
+
+
+def test_poisson_gumbel_spikes_have_the_poisson_law_and_its_mean_gradient():
+    """Forward: Bernoulli(x) (the spike rate within 4 standard errors of x). Backward: the
+    draws' mean derivative estimates d/dx E[sigmoid((logit x + L) / tau)], computed here by
+    quadrature over L's logistic density (tolerance: 4 standard errors of the mean)."""
+    from scipy import integrate, special
+    tau, n = 0.25, 40_000
+    x = jnp.array([0.2, 0.5, 0.8], jnp.float32)
+    keys = jax.random.split(jax.random.key(0), n)
+    f = jax.vmap(lambda k: coding.encode(k, x[None], method="poisson_gumbel", T=1, sigma=tau)[0, 0])
+    spikes = np.asarray(f(keys))
+    assert set(np.unique(spikes)) <= {0.0, 1.0}
+    se = np.sqrt(np.asarray(x) * (1 - np.asarray(x)) / n)
+    assert np.all(np.abs(spikes.mean(0) - np.asarray(x)) < 4 * se)
+    grads = np.asarray(jax.vmap(lambda k: jax.grad(lambda v: coding.encode(
+        k, v[None], method="poisson_gumbel", T=1, sigma=tau).sum())(x))(keys))
+    for i, xi in enumerate(np.asarray(x, np.float64)):
+        logit = np.log(xi / (1 - xi))
+        dens = lambda l: np.exp(-l) / (1 + np.exp(-l)) ** 2                     # noqa: E731
+        expect = lambda v: integrate.quad(lambda l: special.expit((np.log(v / (1 - v)) + l) / tau) * dens(l),
+                                          -60, 60)[0]                           # noqa: E731
+        h = 1e-4
+        want = (expect(xi + h) - expect(xi - h)) / (2 * h)
+        assert abs(grads[:, i].mean() - want) < 4 * grads[:, i].std() / np.sqrt(n), (xi, grads[:, i].mean(), want)
+        del logit
+
+
+def test_gumbel_codings_are_attack_only_and_need_a_temperature():
+    from rsc_jax import config, config_checks
+    assert "poisson_gumbel" not in coding.METHODS and "poisson_gumbel" in coding.CODINGS
+    cfg = config.base()
+    cfg.coding.method = "poisson_gumbel"
+    with pytest.raises(config_checks.ConfigError, match="config.coding.method"):
+        config_checks.validate(cfg, ("train",))
+    with pytest.raises(ValueError, match="temperature"):
+        coding.encode(jax.random.key(0), jnp.zeros((1, 2)), method="poisson_relaxed", T=1, sigma=0.0)
+    m = coding.moments(jnp.array([0.3]), method="poisson_gumbel", T=2, sigma=0.5)
+    np.testing.assert_allclose(m["mean_var"], 0.3 * 0.7 / 2, rtol=1e-6)

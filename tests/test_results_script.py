@@ -3,6 +3,8 @@ values (seed means and ddof=0 spreads, QTE restricted to a budget, the Poisson-m
 sigma, E-RSCT steps-to-target with seeds that never reach it) and the plots written."""
 
 
+import json
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,231 @@ def test_plots_are_written_for_a_partial_sweep(results, tmp_path):
     for f in written:
         with open(tmp_path / f, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- intervals and paired verdicts
+
+
+@pytest.fixture(scope="module")
+def verdicts():
+    return load_script("verdicts")
+
+
+def _pair(both, a_only, b_only, neither):
+    """Correctness strings of runs A and B over the same images: ``both`` right, ``a_only``
+    right only in A (b of McNemar), ``b_only`` right only in B (c), ``neither``."""
+    a = "1" * both + "1" * a_only + "0" * b_only + "0" * neither
+    b = "1" * both + "0" * a_only + "1" * b_only + "0" * neither
+    return a, b
+
+
+def _write_run(root, run, seed, worst, clean=None, worst8=None, attacks=("pgd-50", "square"), legacy=False):
+    """A finished sweep run ``root/<run>_seed<seed>/``: robustness.json with a clean row
+    and the worst case at 32/255 (and 8/255) from correctness strings; ``legacy`` leaves
+    ``correct_avg`` out, as reports written before it existed."""
+    d = root / f"{run}_seed{seed}"
+    d.mkdir(parents=True)
+    n = len(worst)
+    clean = clean or "1" * n
+
+    def with_c(rec, s):
+        return rec if legacy else dict(rec, correct_avg=s)
+    rows = [with_c({"name": "clean", "curve": None, "norm": "linf", "eps": 0.0, "eps_255": 0.0, "n_examples": n,
+                    "acc_single": 0.5, "acc_avg": clean.count("1") / n}, clean)]
+    wc = [with_c({"eps": e / 255, "eps_255": float(e), "attacks": list(attacks), "acc_single": 0.5,
+                  "acc_avg": s.count("1") / n}, s) for e, s in ((8, worst8), (32, worst)) if s is not None]
+    (d / "robustness.json").write_text(json.dumps({"n_examples": n, "results": rows, "worst_case": wc}))
+    (d / "evaluation.json").write_text(json.dumps({"accuracy": 0.75, "correct": [1, 1, 1, 0], "num_examples": 4}))
+    (d / "sweep_done.json").write_text("{}")
+
+
+def _sweep(*names, seeds=(0,)):
+    return {"seeds": list(seeds), "runs": [{"name": n, "overrides": {}} for n in names]}
+
+
+META = {"poisson_T4": {"coding": "poisson", "sigma": 0.2, "T": 4, "spiking": True},
+        "direct_T4": {"coding": "direct", "sigma": 0.2, "T": 4, "spiking": True},
+        "ann": {"coding": "direct", "sigma": 0.0, "T": 1, "spiking": False}}
+
+
+def test_pack_correct_round_trip_and_errors():
+    from rsc_jax import metrics
+    assert metrics.pack_correct(np.array([1.0, 0.0, 0.0, 1.0], np.float32)) == "1001"
+    np.testing.assert_array_equal(metrics.unpack_correct("0110"), [False, True, True, False])
+    with pytest.raises(ValueError, match="0/1"):
+        metrics.pack_correct([0.5, 1.0])
+    with pytest.raises(ValueError, match="0s and 1s"):
+        metrics.unpack_correct("01x")
+
+
+def test_pooled_interval_is_clopper_pearson_of_the_summed_count(verdicts):
+    import scipy.stats
+    p = verdicts.pooled([{"k": 7, "n": 10}, {"k": 12, "n": 20}])
+    assert (p["k"], p["n"], p["acc"]) == (19, 30, pytest.approx(19 / 30))
+    # Clopper-Pearson by its beta-quantile form: [B(0.025; k, n-k+1), B(0.975; k+1, n-k)].
+    lo, hi = scipy.stats.beta.ppf(0.025, 19, 12), scipy.stats.beta.ppf(0.975, 20, 11)
+    assert p["ci95"] == [pytest.approx(lo, rel=1e-9), pytest.approx(hi, rel=1e-9)]
+
+
+def test_paired_test_counts_discordant_pairs_pooled_over_seeds(verdicts, tmp_path):
+    # Seed 0: b = 5, c = 0 (p = 2 / 2^5 = 0.0625 alone); seed 1 the same: pooled b = 10,
+    # c = 0, p = 2 / 2^10. Both runs also have a worst case at 8/255: the test reads 32/255.
+    a0, b0 = _pair(3, 5, 0, 2)
+    for seed in (0, 1):
+        _write_run(tmp_path, "poisson_T4", seed, a0, worst8="1" * 10)
+        _write_run(tmp_path, "direct_T4", seed, b0, worst8="0" * 10)
+    runs = verdicts.load_runs(str(tmp_path), _sweep("poisson_T4", "direct_T4", seeds=(0, 1)))
+    assert sorted(runs["poisson_T4"]) == [0, 1]
+    assert runs["poisson_T4"][0]["clean"] == {"k": 3, "n": 4, "correct": None, "attacks": None}
+    t = verdicts.paired_test(runs["poisson_T4"], runs["direct_T4"], "worst")
+    assert t["metric"] == "worst@32" and t["seeds"] == [0, 1] and t["n"] == 20
+    assert (t["b"], t["c"]) == (10, 0)
+    assert t["p_value"] == pytest.approx(2 / 2 ** 10)
+    assert (t["acc_a"], t["acc_b"]) == (pytest.approx(16 / 20), pytest.approx(6 / 20))
+    assert t["ci95_a"] == pytest.approx(list(verdicts.metrics.binomial_interval(16, 20)))
+    one = verdicts.paired_test({0: runs["poisson_T4"][0]}, {0: runs["direct_T4"][0]}, "worst")
+    assert (one["b"], one["c"], one["p_value"]) == (5, 0, pytest.approx(0.0625))
+    assert verdicts.paired_test(runs["poisson_T4"], runs["direct_T4"], "square@8") is None
+
+
+@pytest.mark.parametrize("cells,direction,verdict", [
+    # (b, c) per data set; p by hand: 2 P(Bin(b + c, 1/2) >= max(b, c)), capped at 1.
+    ([(10, 1), (9, 0)], ">", "holds"),                 # p = 24/2048, 2/512: both reject, b > c
+    ([(10, 1), (0, 9)], ">", "does not hold"),         # the second rejects the other way
+    ([(10, 1), (3, 2)], ">", "inconclusive"),          # p = 1 on the second data set
+    ([(10, 1)], ">", "holds"),
+    ([(1, 10)], ">", "does not hold"),
+    ([(3, 2), (2, 2)], "=", "inconclusive"),          # no difference found, none shown
+    ([(3, 2), (0, 9)], "=", "does not hold"),
+])
+def test_verdict_rules_on_hand_counted_fake_sweeps(verdicts, tmp_path, cells, direction, verdict):
+    import scipy.stats
+    datasets = {}
+    for i, (b, c) in enumerate(cells):
+        root = tmp_path / f"d{i}"
+        a_s, b_s = _pair(4, b, c, 3)
+        _write_run(root, "poisson_T4", 0, a_s)
+        _write_run(root, "direct_T4", 0, b_s)
+        datasets[f"d{i}"] = {"runs": verdicts.load_runs(str(root), _sweep("poisson_T4", "direct_T4", "ann")),
+                             "meta": META, "matched": 0.3}
+    claim = verdicts.Claim("x", "Poisson vs direct", "poisson_T4", "direct_T4", "worst", direction)
+    v, = verdicts.verdicts(datasets, (claim,))
+    assert v["verdict"] == verdict, v["reason"]
+    assert [(t["b"], t["c"]) for t in v["tests"]] == cells
+    for t, (b, c) in zip(v["tests"], cells):
+        assert t["p_value"] == pytest.approx(scipy.stats.binomtest(b, b + c, 0.5).pvalue)
+        assert t["acc_a"] == pytest.approx((4 + b) / (7 + b + c)) and t["acc_b"] == pytest.approx((4 + c) / (7 + b + c))
+    hand = {(10, 1): 24 / 2048, (9, 0): 2 / 512, (3, 2): 1.0}
+    for t in v["tests"]:
+        if (t["b"], t["c"]) in hand:
+            assert t["p_value"] == pytest.approx(hand[(t["b"], t["c"])])
+    lines = verdicts.verdict_lines([v])
+    assert f"**{verdict}**" in lines[2]
+    t = v["tests"][0]
+    assert f"| {t['b']} | {t['c']} | {t['p_value']:.3g} |" in "\n".join(lines)
+
+
+def test_old_reports_without_correct_avg_are_inconclusive_never_guessed(verdicts, tmp_path):
+    # A hugely significant difference in the means (1.0 vs 0.0) but no per-example results.
+    _write_run(tmp_path, "poisson_T4", 0, "1" * 20, legacy=True)
+    _write_run(tmp_path, "direct_T4", 0, "0" * 20)
+    ds = {"d": {"runs": verdicts.load_runs(str(tmp_path), _sweep("poisson_T4", "direct_T4")), "meta": META,
+                "matched": 0.3}}
+    v, = verdicts.verdicts(ds, (verdicts.Claim("x", "t", "poisson_T4", "direct_T4", "worst"),))
+    assert v["verdict"] == "inconclusive (no per-example results; re-run the sweep)"
+    t, = v["tests"]
+    assert t["missing"] and t["b"] is None and t["p_value"] is None
+    assert (t["acc_a"], t["acc_b"]) == (1.0, 0.0)                # the counts are still known, from acc_avg
+    assert "no per-example results" in "\n".join(verdicts.verdict_lines([v]))
+    # A claim on a run no data set has: inconclusive, with no tests.
+    v, = verdicts.verdicts(ds, (verdicts.Claim("y", "t", "rsc1_sigma0.2_T4", "ann", "worst"),))
+    assert v["verdict"] == "inconclusive" and v["tests"] == []
+    with pytest.raises(ValueError, match="direction"):
+        verdicts.decide([], "<")
+
+
+def test_claim_runs_resolve_to_the_sigma_grid(verdicts):
+    meta = {f"rsc2_sigma{s}_T4": {"coding": "rsc2", "sigma": s, "T": 4, "spiking": True} for s in (0.1, 0.2, 0.5)}
+    meta["rsc2_sigma0.05_T8"] = {"coding": "rsc2", "sigma": 0.05, "T": 8, "spiking": True}
+    assert verdicts.pick_run("rsc2@min", meta, 0.3) == "rsc2_sigma0.1_T4"          # T = 8 left out
+    assert verdicts.pick_run("rsc2@max", meta, 0.3) == "rsc2_sigma0.5_T4"
+    assert verdicts.pick_run("rsc2@matched", meta, 0.431) == "rsc2_sigma0.5_T4"
+    assert verdicts.pick_run("rsc2@matched", meta, 0.136) == "rsc2_sigma0.1_T4"
+    assert verdicts.pick_run("rsc1@min", meta, 0.3) is None and verdicts.pick_run("ann", meta, 0.3) is None
+    ids = [c.id for c in verdicts.CLAIMS]
+    assert len(ids) == len(set(ids)) and all(c.direction in (">", "=") for c in verdicts.CLAIMS)
+
+
+def test_tables_carry_intervals_and_verdicts(results, verdicts, tmp_path):
+    a_s, b_s = _pair(4, 10, 1, 5)
+    _write_run(tmp_path, "poisson_T4", 0, a_s, clean="1" * 18 + "00")
+    _write_run(tmp_path, "direct_T4", 0, b_s)
+    runs = verdicts.load_runs(str(tmp_path), _sweep("poisson_T4", "direct_T4"))
+    ints = {"digits": verdicts.intervals(runs)}
+    assert ints["digits"]["poisson_T4"]["clean_attacked"]["k"] == 18
+    assert ints["digits"]["poisson_T4"]["clean"]["k"] == 3                          # evaluation.json, 1 draw
+    rows = [{"run": r, "seed": 0, **META[r], "clean": 0.75, "worst@32": 0.5} for r in ("poisson_T4", "direct_T4")]
+    aggs = {"digits": results.aggregate(rows)}
+    vs = verdicts.verdicts({"digits": {"runs": runs, "meta": aggs["digits"], "matched": 0.27}})
+    by_id = {v["id"]: v for v in vs}
+    assert by_id["1a"]["verdict"] == "holds" and by_id["1b"]["tests"] == []
+    md = "\n".join(results.markdown(aggs, {"digits": 0.27}, ints, {}, {}, vs))
+    lo, hi = verdicts.metrics.binomial_interval(3, 4)
+    assert f"| poisson_T4 | 1 | 0.750 [{lo:.3f}, {hi:.3f}] |" in md             # clean, count known
+    lo, hi = verdicts.metrics.binomial_interval(14, 20)
+    assert f"0.700 [{lo:.3f}, {hi:.3f}]" in md                                    # worst@32, M-averaged
+    assert "### 1a. claim 1: Poisson SNN more robust than the direct SNN" in md and "| 10 | 1 | 0.0117 |" in md
+    json.dumps({"intervals": ints, "verdicts": vs})                               # summary.json can hold them
+
+
+def test_ersct_intervals_pool_counts_over_seeds(results):
+    def study(seed, pgd7_k, clean_k, recorded=True):
+        run = {"reached": None, "final_clean_accuracy": clean_k / 8, "pgd7_accuracy": pgd7_k / 4, "train_seconds": 1.0}
+        if recorded:                  # the counts and per-example strings newer studies write
+            run.update(final_clean_k=clean_k, final_clean_correct="1" * clean_k + "0" * (8 - clean_k),
+                       pgd7_k=pgd7_k, pgd7_correct="1" * pgd7_k + "0" * (4 - pgd7_k))
+        return {"seed": seed, "target": 0.9, "attack_examples": 4, "runs": {"ersct": run}}
+    t = results.ersct_table([study(0, 1, 6), study(1, 3, 7)])["ersct"]
+    assert (t["pgd7_ci95"]["k"], t["pgd7_ci95"]["n"]) == (4, 8)
+    assert (t["final_clean_ci95"]["k"], t["final_clean_ci95"]["n"]) == (13, 16)
+    assert t["final_clean_ci95"]["ci95"] == pytest.approx(list(results.metrics.binomial_interval(13, 16)))
+    old = results.ersct_table([study(0, 1, 6, recorded=False), study(1, 3, 7, recorded=False)])["ersct"]
+    assert old["final_clean_ci95"] is None                   # n of the final clean test set unknown
+    assert (old["pgd7_ci95"]["k"], old["pgd7_ci95"]["n"]) == (4, 8)   # round(acc x attack_examples)
+    md = "\n".join(results.markdown({}, {}, {}, {"digits": {"ersct": t}}, {"digits": 2}, []))
+    lo, hi = results.metrics.binomial_interval(4, 8)
+    assert f"0.500 ± 0.250 [{lo:.3f}, {hi:.3f}]" in md
+
+
+# --------------------------------------------------------------------------- controlled sweeps
+
+
+def test_controlled_comparisons_pair_attacks_and_certificates(tmp_path):
+    """scripts/controlled.py on a fake digits_controlled sweep: the worst-case claim c1
+    and the certified-accuracy claim k1 are McNemar tests on hand-chosen examples, the
+    certified column counts an example when it is correct and its radius reaches r."""
+    ctl = load_script("controlled")
+    root = tmp_path / "digits_controlled"
+    a, b = _pair(4, 9, 1, 6)                     # c1: b = 9, c = 1 -> p = 22/1024
+    _write_run(root, "rsc1_sigma0.2_T4", 0, a)
+    _write_run(root, "poisson_T4", 0, b)
+    radii_a = [0.3] * 10 + [0.1] * 10            # cert@0.25: first 10 certified in A
+    radii_b = [0.3] * 2 + [0.0] * 18             # ... first 2 in B: b = 8, c = 0 -> p = 2/256
+    for run, radii in (("rsc2_sigma0.2_T4", radii_a), ("rsc1_sigma0.1_T4", radii_b)):
+        _write_run(root, run, 0, "1" * 20)
+        (root / f"{run}_seed0" / "certify.jsonl").write_text("".join(
+            json.dumps({"radius": r, "correct": i != 0 or run.startswith("rsc1")}) + "\n"
+            for i, r in enumerate(radii)))
+    assert ctl.main(["--sweeps", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    vs = {v["id"]: v for v in json.loads((tmp_path / "out" / "controlled.json").read_text())["verdicts"]}
+    t = vs["c1"]["tests"][0]
+    assert (t["b"], t["c"]) == (9, 1) and t["p_value"] == pytest.approx(22 / 1024)
+    assert vs["c1"]["verdict"] == "holds"
+    # cert@0.25: A's example 0 is wrong, so A certifies examples 1-9 and B examples 0, 1:
+    # b = 8 (examples 2-9), c = 1 (example 0), p = 2 (1 + 9) / 2^9.
+    k = vs["k1"]["tests"][0]
+    assert (k["b"], k["c"]) == (8, 1) and k["acc_a"] == pytest.approx(9 / 20)
+    assert k["p_value"] == pytest.approx(20 / 512)
+    assert vs["k1"]["verdict"] == "does not hold"          # "alike" rejected
+    md = (tmp_path / "out" / "controlled.md").read_text()
+    assert "cert@0.25" in md and "Attack preset" in md

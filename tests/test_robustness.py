@@ -42,18 +42,18 @@ def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndar
 class ToyClassifier:
     """A linear digits classifier behind RSC-II coding: logits = mean_t (x + eps_t) W + b."""
 
-    def __init__(self, W, b, *, sigma=0.2, T=4, stop_grad=False):
+    def __init__(self, W, b, *, sigma=0.2, T=4, stop_grad=False, method=None):
         self.W, self.b, self.sigma, self.T, self.stop_grad = jnp.asarray(W), jnp.asarray(b), sigma, T, stop_grad
-        self.config = {"coding": {"method": "rsc2", "sigma": sigma, "T": T}}
+        self.method = method or ("rsc2" if sigma else "direct")
+        self.config = {"coding": {"method": self.method, "sigma": sigma, "T": T}}
 
-    def with_coding(self, method):
-        assert method == "direct"
-        return ToyClassifier(self.W, self.b, sigma=0.0, T=self.T, stop_grad=self.stop_grad)
+    def with_coding(self, method, sigma=0.0):
+        return ToyClassifier(self.W, self.b, sigma=sigma, T=self.T, stop_grad=self.stop_grad, method=method)
 
     def logits(self, key, x):
         if self.stop_grad:
             x = jax.lax.stop_gradient(x)
-        s = coding.encode(key, x, method="rsc2" if self.sigma else "direct", T=self.T, sigma=self.sigma)
+        s = coding.encode(key, x, method=self.method, T=self.T, sigma=self.sigma)
         return (s.reshape(self.T, x.shape[0], -1) @ self.W + self.b).mean(0)
 
 
@@ -209,6 +209,33 @@ def test_runner_writes_json_png_and_markdown(run8, setup):
     for c in res["checks"]:
         assert c["name"] in md
     assert f"{res['curves']['pgd']['qte_avg']:.4f}" in md
+
+
+def test_correct_avg_records_acc_avg_per_example_in_test_set_order(run8, setup):
+    res, wd = run8
+    clf, _, _, x, y = setup
+    n = res["n_examples"]
+    for r in res["results"] + res["worst_case"]:
+        s = r["correct_avg"]
+        assert len(s) == n and set(s) <= {"0", "1"}
+        assert s.count("1") / n == pytest.approx(r["acc_avg"], abs=1e-6)       # acc_avg: a float32 mean
+        assert round(r["acc_avg"] * n) == s.count("1")
+        assert r["ci95_avg"] == pytest.approx(list(metrics.binomial_interval(s.count("1"), n)))
+    # Test-set order: the clean row is, example by example, a direct judge on the judge stream.
+    jk = judging.example_keys(3, jnp.arange(n), stream=robustness.STREAM_JUDGE)
+    direct = judging.judge(clf.logits, jk, jnp.asarray(x[:n]), jnp.asarray(y[:n]), draws=2)
+    clean = res["results"][0]
+    np.testing.assert_array_equal(metrics.unpack_correct(clean["correct_avg"]),
+                                  np.asarray(direct["correct_avg"]) == 1)
+    # The worst case is right on an example only where every one of its attacks is.
+    w = res["worst_case"][0]
+    rows = [r for r in res["results"] if r["name"] in w["attacks"] and r["eps"] == w["eps"]]
+    assert len(rows) == len(w["attacks"])
+    both = np.all([metrics.unpack_correct(r["correct_avg"]) for r in rows], 0)
+    assert w["correct_avg"] == metrics.pack_correct(both)
+    # The report renders no per-example strings.
+    md = report.robustness_markdown(res)
+    assert "correct_avg" not in md and clean["correct_avg"] not in md and w["correct_avg"] not in md
 
 
 def _same_rows(reduced, full):
@@ -485,3 +512,34 @@ def test_transfer_from_the_noise_free_copy(tmp_path):
     jr = judging.judge(clf.logits, judging.example_keys(c.seed, idx, stream=1), xa, jnp.asarray(y[:8]),
                        draws=c.judge_draws)
     assert row["acc_avg"] == pytest.approx(float(jr["correct_avg"].mean()))
+
+
+def test_adaptive_attacks_on_poisson_coding(tmp_path):
+    """A Poisson-coded model gets the Gumbel-sigmoid PGD (white-box, exact spikes forward),
+    PGD on the relaxed copy and APGD-CE through the Gumbel-sigmoid gradient at every strong
+    eps, all in the worst case; the Gumbel row equals PGD run by hand through
+    ``with_coding(method="poisson_gumbel", sigma=tau)``. A Gaussian-coded model gets none."""
+    x, y = digits()
+    W, b = ridge(x[:1400], y[:1400], 1.0)
+    clf = ToyClassifier(W, b, sigma=0.0, method="poisson")
+    c = reduced_config(8)
+    c.square, c.ensemble, c.num_examples, c.apgd, c.apgd_steps, c.apgd_eot = False, False, 8, True, 3, 2
+    c.apgd_losses = ("ce",)
+    res = robustness.run(clf, x[1400:], y[1400:], c, workdir=str(tmp_path), mesh=parallel.make_mesh(1),
+                         variants={}, transfer=None, progress=False)
+    rows = {r["name"]: r for r in res["results"]}
+    names = ["gumbel-pgd-4-eot2", "relaxed-pgd-4-eot2", "apgd-ce-gumbel"]
+    assert set(names) <= set(rows) and set(names) <= set(res["worst_case"][0]["attacks"])
+    assert all(rows[n]["gumbel_temperature"] == c.gumbel_temperature and rows[n]["max_linf"] <= c.strong_eps[0] + 1e-6
+               for n in names)
+    copy = clf.with_coding(method="poisson_gumbel", sigma=c.gumbel_temperature)
+    idx = jnp.arange(8)
+    xa = attacks.pgd(copy.logits, judging.example_keys(c.seed, idx, stream=0), jnp.asarray(x[1400:1408]),
+                     jnp.asarray(y[1400:1408]), eps=c.strong_eps[0], step_size=c.step_size, steps=c.strong_steps,
+                     eot=c.strong_eot)
+    jr = judging.judge(clf.logits, judging.example_keys(c.seed, idx, stream=1), xa, jnp.asarray(y[1400:1408]),
+                       draws=c.judge_draws)
+    assert rows["gumbel-pgd-4-eot2"]["acc_avg"] == pytest.approx(float(jr["correct_avg"].mean()))
+    from rsc_jax.evaluators import attack_suite
+    gauss = attack_suite.jobs(c, ToyClassifier(W, b).logits, {}, None, 10)
+    assert not any("gumbel" in j.name or "relaxed" in j.name for j in gauss)

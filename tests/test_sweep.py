@@ -82,3 +82,24 @@ def test_sweep_runs_resumes_and_collects(tmp_path, monkeypatch):
     sweep.main(argv)                      # finished runs are not redone
     assert len(calls) == 2
     flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("name", ["digits_controlled", "mnist_controlled", "cifar10_controlled"])
+def test_controlled_sweeps(name):
+    """The controlled comparisons: RSC-I at sigma / sqrt(T) beside RSC-II at sigma, the ANN
+    baselines (Gaussian noise at both sigmas, T = 1 so the certificate is Cohen et al.'s;
+    Poisson), the rand attack preset on every test image, every run valid."""
+    from rsc_jax.evaluators import robustness
+    full = config.call_file(os.path.join(config.CONFIG_DIR, "sweeps", f"{name}.py"), "get_sweep")
+    runs = {r["name"]: r["overrides"] for r in full["runs"]}
+    assert runs["rsc1_sigma0.1_T4"]["coding.sigma"] == pytest.approx(0.2 / 4 ** 0.5)
+    assert runs["rsc2_sigma0.2_T4"]["coding.sigma"] == 0.2
+    for s in (0.1, 0.2):
+        assert runs[f"ann_gauss_sigma{s}"] == {"model.spiking": False, "coding.method": "rsc1", "coding.sigma": s,
+                                               "coding.T": 1}
+    assert runs["ann_poisson"]["coding.method"] == "poisson" and not runs["ann_poisson"]["model.spiking"]
+    for run in full["runs"]:
+        cfg = sweep.run_config(full, run, seed=0)
+        config_checks.validate(cfg)
+        assert cfg.attack.num_examples == -1 and cfg.attack.apgd_steps == 100 and cfg.attack.apgd_eot == 20
+        assert robustness.preset(cfg.attack) == ("custom" if name == "digits_controlled" else "rand")

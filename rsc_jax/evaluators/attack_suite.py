@@ -5,7 +5,7 @@ each): the craft function (pure, from ``attacks.py``), its eps, its norm and the
 record of its settings. ``jobs`` lays them out in the order they run: clean; the l_inf
 grid families (FGSM, PGD-k); at every strong eps the strong families (PGD with more
 steps, PGD with EOT, APGD, the surrogate ensemble, transfer from another model and from
-the noise-free copy, Square); the huge-budget sanity
+the noise-free copy, the adaptive attacks on Poisson coding, Square); the huge-budget sanity
 PGD; the l_2 grid. Adding an attack is one function in ``attacks.py``, one family here
 and its entry in ``GRID``/``STRONG``/``ONCE`` (plus its config fields).
 
@@ -50,6 +50,7 @@ class Suite:
     transfer: LogitsFn | None
     num_classes: int | None = None
     expectation: LogitsFn | None = None
+    relaxations: Mapping[str, LogitsFn] | None = None   # Poisson models: {"gumbel", "relaxed"} copies
 
     @property
     def base(self) -> dict[str, Any]:
@@ -160,6 +161,35 @@ def expectation(s: Suite, e: float) -> list[Job]:
                 _pgd(s, s.expectation, **s.base), ("expectation",))]
 
 
+def poisson_adaptive(s: Suite, e: float) -> list[Job]:
+    """Adaptive attacks on Poisson coding (its straight-through gradient can be masked):
+    PGD with the strong budget (steps and EOT) through the Gumbel-sigmoid gradient of the
+    exact spikes (a white-box attack on the model itself), PGD crafted on the relaxed
+    copy (transferred) and, with ``apgd``, APGD-CE through the Gumbel-sigmoid gradient.
+    Gumbel-sigmoid: Maddison et al. / Jang et al., ICLR 2017; BPDA: Athalye et al., 2018."""
+    c, r = s.cfg, s.relaxations
+    if not (c.poisson_adaptive and r):
+        return []
+    st = dict(s.base, steps=c.strong_steps, eot=c.strong_eot)
+    tau = {"gumbel_temperature": c.gumbel_temperature}
+    out = [Job(f"gumbel-pgd-{c.strong_steps}-eot{c.strong_eot}", None, "linf", e,
+               {"attack": "pgd", "gradient": "Gumbel-sigmoid (straight-through)", **tau, **st},
+               _pgd(s, r["gumbel"], **st), ("gumbel-pgd",)),
+           Job(f"relaxed-pgd-{c.strong_steps}-eot{c.strong_eot}", None, "linf", e,
+               {"attack": "pgd", "crafted_with": "relaxed Poisson copy (Gumbel-sigmoid)", **tau, **st},
+               _pgd(s, r["relaxed"], **st), ("relaxed-pgd",))]
+    if c.apgd:
+        kw = dict(steps=c.apgd_steps, eot=c.apgd_eot, restarts=c.apgd_restarts, loss="ce")
+
+        def craft(k, x, y, eps):
+            return apgd.apgd(r["gumbel"], k, x, y, eps=eps, **kw), {}
+
+        out.append(Job("apgd-ce-gumbel", None, "linf", e,
+                       {"attack": "apgd", "gradient": "Gumbel-sigmoid (straight-through)", **tau, **kw},
+                       craft, ("apgd-gumbel",)))
+    return out
+
+
 def square(s: Suite, e: float) -> list[Job]:
     c = s.cfg
     if not c.square:
@@ -189,14 +219,15 @@ def l2(s: Suite) -> list[Job]:
 
 GRID: tuple[Callable[[Suite], list[Job]], ...] = (clean, fgsm, pgd)
 STRONG: tuple[Callable[[Suite, float], list[Job]], ...] = (pgd_strong, pgd_eot, apgd_family, ensemble, transfer,
-                                                           expectation, square)
+                                                           expectation, poisson_adaptive, square)
 ONCE: tuple[Callable[[Suite], list[Job]], ...] = (sanity, l2)
 
 
 def jobs(cfg: Any, logits_fn: LogitsFn, variants: Mapping[str, LogitsFn], transfer_fn: LogitsFn | None,
-         num_classes: int | None = None, expectation_fn: LogitsFn | None = None) -> list[Job]:
+         num_classes: int | None = None, expectation_fn: LogitsFn | None = None,
+         relaxations: Mapping[str, LogitsFn] | None = None) -> list[Job]:
     """Every job of the suite, in the order they run."""
-    s = Suite(cfg, logits_fn, variants, transfer_fn, num_classes, expectation_fn)
+    s = Suite(cfg, logits_fn, variants, transfer_fn, num_classes, expectation_fn, relaxations)
     out = [j for fam in GRID for j in fam(s)]
     out += [j for e in cfg.strong_eps for fam in STRONG for j in fam(s, e)]
     return out + [j for fam in ONCE for j in fam(s)]

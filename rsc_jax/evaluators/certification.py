@@ -33,7 +33,12 @@ def _section(cfg: Any) -> Any:
 
 
 def coding_of(classifier: Any) -> tuple[str, float, int]:
-    """(method, sigma, T) of the classifier's coding; refuses codings without a certificate."""
+    """(method, sigma, T) of the classifier's coding; refuses codings without a certificate.
+
+    T is the number of steps the network sees: 1 for an ANN (``config['model']['spiking']``
+    False: ``Classifier.encode`` gives it the first step of the coding), so that an ANN
+    trained with Gaussian noise is certified with Cohen et al.'s radius sigma Phi^-1(p_A),
+    whatever ``coding.T`` says."""
     try:
         cod = classifier.config["coding"]
         method, sigma, T = cod["method"], cod["sigma"], cod["T"]
@@ -42,6 +47,9 @@ def coding_of(classifier: Any) -> tuple[str, float, int]:
     certify.check_coding(method, "config.coding.method")
     coding.check_sigma(sigma, method, "config.coding.sigma")
     validation.check_int("config.coding.T", T, 1)
+    model = classifier.config.get("model") if isinstance(classifier.config, dict) else None
+    if isinstance(model, dict) and not model.get("spiking", True):
+        T = 1
     return str(method), float(sigma), int(T)
 
 
@@ -63,7 +71,12 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, *, wo
 
     Returns:
       dict with settings, radii, certified_accuracy, acr (mean of radius * correct),
-      abstain_rate, seconds, images_per_second, radius_formula.
+      abstain_rate, seconds, images_per_second, radius_formula, max_certifiable_radius
+      (the largest radius n and alpha allow, ``certify.max_radius``),
+      at_max_certifiable_radius (fraction of examples with all n draws agreeing, whose
+      radius is that cap), input_dim
+      (d = H * W * C) and linf_equivalent (``certify.linf_equivalent`` of the grid radii
+      and of max_certifiable_radius, in [0, 1] pixels and x 255).
     """
     method, sigma, T = coding_of(classifier)          # refuses poisson/direct first
     c = _section(cfg)
@@ -105,6 +118,10 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, *, wo
         "counts_selection": res.counts_selection[i].tolist(),
         "counts": res.counts[i].tolist(), "seconds": float(per_example[i])}) for i in range(num)]
     acc = certify.certified_accuracy(radii_grid, res.radius, correct)
+    input_dim = int(np.prod(images.shape[1:]))
+    max_r = certify.max_radius(n, alpha, sigma=sigma, coding=method, T=T)
+    linf_grid = certify.linf_equivalent(radii_grid, input_dim)
+    linf_max = float(certify.linf_equivalent(max_r, input_dim))
     steady = log[1:]
     steady_s = sum(s for _, s in steady)
     result = {
@@ -122,8 +139,18 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, *, wo
                                                 if steady and steady_s > 0 else None),
         "radius_formula": coding.get(method).radius_formula,
         # p_A <= alpha^(1/n) (all n draws agree), so no larger radius can be certified.
-        "max_certifiable_radius": float(certify.radius(certify.clopper_pearson_lower(n, n, alpha), sigma=sigma,
-                                                       coding=method, T=T)),
+        "max_certifiable_radius": max_r,
+        # examples whose n draws all agreed (n_A = n): their radius is that cap, limited by n, not the model
+        "at_max_certifiable_radius": float(np.mean(res.n_A == n)),
+        # d = H * W * C; an l2 certificate r covers the l_inf ball of radius r / sqrt(d) (a bound).
+        "input_dim": input_dim,
+        "linf_equivalent": {
+            "radii": [float(v) for v in linf_grid],
+            "radii_255": [float(255 * v) for v in linf_grid],
+            "max_certifiable_radius": linf_max,
+            "max_certifiable_radius_255": 255 * linf_max,
+            "rule": "r / sqrt(input_dim): the l_inf ball of that radius lies inside the l2 ball of radius r",
+        },
         "export": source,
     }
     os.makedirs(workdir, exist_ok=True)

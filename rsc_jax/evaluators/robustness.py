@@ -10,6 +10,14 @@ depend on batch size or device count, and all settings share the same coding dra
 setting reports ``acc_single`` (single-draw accuracy, averaged over the M draws) and
 ``acc_avg`` (accuracy of the logits averaged over M draws). An attack with eps = 0 is
 the identity, so its row reuses the clean result.
+
+Per-example results, so that two runs can be compared pairwise (McNemar's test on the
+same test images, ``metrics.mcnemar_exact``): every row of ``results`` and every
+``worst_case`` entry carries ``correct_avg``, the correctness of the M-averaged logits
+of each example as a string of ``"0"``/``"1"``, one character per example in test-set
+order (``metrics.pack_correct``; ``metrics.unpack_correct`` reads it back), so
+``acc_avg == correct_avg.count("1") / n_examples``. Reports written before this field
+existed lack it; readers must not require it.
 """
 
 from __future__ import annotations
@@ -48,8 +56,28 @@ def effective_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
 
 def preset(cfg: ml_collections.ConfigDict) -> str:
-    """The name of the attack budget that ran: ``quick`` (``config.QUICK_ATTACK``) or ``full``."""
-    return "quick" if cfg.quick else "full"
+    """The name of the attack budget that ran: ``quick`` (``config.QUICK_ATTACK`` applied),
+    ``rand`` (at least ``config.RAND_ATTACK``'s budgets per example: every attack it turns
+    on, at least its steps, draws and queries, its APGD losses; how many test images were
+    attacked is recorded apart, ``n_examples``), ``default`` (the budgets of
+    ``config.attack()``) or ``custom``."""
+    if cfg.quick:
+        return "quick"
+    r, d = config.RAND_ATTACK, config.attack()
+
+    def at_least(k: str) -> bool:
+        v, want = cfg[k], r[k]
+        if isinstance(want, bool):
+            return bool(v) or not want
+        if isinstance(want, tuple):
+            return set(want) <= set(v) if k == "apgd_losses" else max(v) >= max(want)
+        return v >= want
+
+    if all(at_least(k) for k in r if k not in ("quick", "num_examples")):
+        return "rand"
+    budget = ("steps", "eot", "strong_steps", "strong_eot", "judge_draws", "select_draws", "square_queries",
+              "square_draws", "num_examples", "apgd_steps", "apgd_eot", "apgd_restarts", "sanity_steps")
+    return "default" if all(cfg[k] == d[k] for k in budget) else "custom"
 
 
 def make_variants(classifier: Any, cfg: ml_collections.ConfigDict) -> dict[str, LogitsFn]:
@@ -140,7 +168,8 @@ def _row(job: attack_suite.Job, out: dict[str, np.ndarray], cfg: Any, n: int, re
            "se_avg": metrics.standard_error(float(np.mean(out["avg"])), n),
            "ci95_avg": metrics.binomial_interval(int(np.sum(out["avg"])), n),
            "max_linf": float(np.max(out["linf"])), "max_l2": float(np.max(out["l2"])),
-           "all_in_range": bool(np.all(out["in_range"])), "reused_clean": reused, "seconds": seconds}
+           "all_in_range": bool(np.all(out["in_range"])), "reused_clean": reused, "seconds": seconds,
+           "correct_avg": metrics.pack_correct(out["avg"])}
     if job.candidates:
         row["per_variant"] = {nm: {"acc_single": float(np.mean(out[f"single/{nm}"])),
                                    "acc_avg": float(np.mean(out[f"avg/{nm}"]))} for nm in job.candidates}
@@ -167,7 +196,8 @@ def curves(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def worst_case(jobs: list[attack_suite.Job], rows: list[dict[str, Any]], per_ex: list[dict[str, np.ndarray]],
                cfg: Any) -> list[dict[str, Any]]:
     """Per strong eps: an example counts as robust only if every l_inf attack at that eps
-    (white-box, ensemble, transfer, Square) leaves it correct."""
+    (white-box, ensemble, transfer, Square) leaves it correct; ``correct_avg`` holds that
+    per-example verdict for the M-averaged logits (module docstring)."""
     out = []
     for e in cfg.strong_eps:
         idx = [i for i, j in enumerate(jobs) if j.norm == "linf" and j.craft is not None and j.eps == e
@@ -178,7 +208,8 @@ def worst_case(jobs: list[attack_suite.Job], rows: list[dict[str, Any]], per_ex:
         single = np.min(np.stack([per_ex[i]["single"] for i in idx]), 0)
         out.append({"eps": float(e), "eps_255": float(e) * 255, "attacks": [rows[i]["name"] for i in idx],
                     "acc_single": float(np.mean(single)), "acc_avg": float(np.mean(avg)),
-                    "ci95_avg": metrics.binomial_interval(int(np.sum(avg)), len(avg))})
+                    "ci95_avg": metrics.binomial_interval(int(np.sum(avg)), len(avg)),
+                    "correct_avg": metrics.pack_correct(avg)})
     return out
 
 
@@ -205,7 +236,10 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
     Returns:
       The dict written to ``robustness.json``: ``config``, ``coding``, ``n_examples``,
       ``results`` (one row per setting: eps, steps, step size, K, M, crafted_with, acc_single,
-      acc_avg, ...), ``curves`` (eta, accuracies, QTE), ``worst_case``, ``checks``.
+      acc_avg, ..., and ``correct_avg``), ``curves`` (eta, accuracies, QTE), ``worst_case``
+      (with ``correct_avg``), ``checks``. ``correct_avg`` is a string of ``"0"``/``"1"``, one
+      character per example in test-set order: example i was classified correctly by the
+      logits averaged over the M judge draws (``metrics.unpack_correct`` gives the bools).
     """
     config_checks.check_attack(cfg)
     cfg = effective_config(cfg)
@@ -227,8 +261,13 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
     expectation_fn = None
     if cfg.transfer_expectation and hasattr(classifier, "with_coding") and coding.get("method", "direct") != "direct":
         expectation_fn = common.as_logits_fn(classifier.with_coding(method="direct"))
+    relaxations = None
+    if cfg.poisson_adaptive and hasattr(classifier, "with_coding") and coding.get("method") == "poisson":
+        relaxations = {n: common.as_logits_fn(classifier.with_coding(method=f"poisson_{n}",
+                                                                     sigma=cfg.gumbel_temperature))
+                       for n in ("gumbel", "relaxed")}
     jobs = attack_suite.jobs(cfg, logits_fn, variants, transfer_fn, k if isinstance(k, int) else None,
-                             expectation_fn)
+                             expectation_fn, relaxations)
     nb = -(-n // cfg.batch_size)
     cache: dict[tuple, Callable] = {}
     per_ex: list[dict[str, np.ndarray]] = []

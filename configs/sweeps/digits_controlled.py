@@ -1,0 +1,26 @@
+"""Controlled comparisons on digits, sized for 2 CPU cores: the runs of
+``sweep.controlled_runs`` (direct, Poisson, RSC-I and RSC-II at sigma 0.2, RSC-I at
+sigma / sqrt(T) = 0.1, the ANN twin; the ANN with Gaussian noise of sigma 0.1 and 0.2,
+smoothed; the ANN on Poisson coding), T = 4, three seeds, attacked on all 360 test
+images with the strong attacks at 32/255 and certified with n = 10,000 on all of them.
+Attacks: ``config.RAND_ATTACK`` (APGD-CE and APGD-DLR, 100 steps x EOT-20, transfer
+from the ANN twin and the noise-free copy, the ensemble, the adaptive Poisson attacks)
+with two cuts for the CPU, so the reports name the preset ``custom``: Square with one
+draw per query (5,000 queries), and the convergence grid's EOT up to 20 (not 50).
+Per-example results are paired across runs for the McNemar tests of scripts/results.py.
+
+    python -m rsc_jax.sweep --sweep=configs/sweeps/digits_controlled.py --workdir=runs/sweeps/digits_controlled
+"""
+
+from rsc_jax.sweep import RAND, WIDE_LINF, controlled_runs
+
+CPU_CUTS = {"attack.square_draws": 1, "attack.convergence_eot": (1, 5, 20)}
+
+
+def get_sweep():
+    return {"title": "digits: controlled comparisons (rand preset, CPU cuts)", "base": "digits", "modes": "all",
+            "seeds": [0, 1, 2],
+            "overrides": {**RAND, **CPU_CUTS, **WIDE_LINF, "certify.num_examples": -1, "certify.n": 10_000,
+                          "certify.batch": 1000, "certify.image_batch": 8,
+                          "certify.radii": (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)},
+            "runs": controlled_runs(0.2, 4)}

@@ -1,0 +1,171 @@
+r"""The controlled comparisons (the ``configs/sweeps/*_controlled.py`` sweeps) into
+docs/results/controlled.md and controlled.json.
+
+    python scripts/controlled.py --sweeps=runs/sweeps --out=docs/results
+
+For every controlled sweep with finished runs under ``--sweeps`` (``SWEEPS``), per run
+and pooled over its seeds (``verdicts.pooled``: exact 95 % Clopper-Pearson intervals of
+the summed counts): accuracy on the attacked test images (M-averaged logits), every
+attack at the strong eps and the per-example worst case over all of them, certified
+accuracy at a few radii (an example counts when it is correct and its certified radius
+reaches r, from ``certify.jsonl``), and whether the attack-convergence checks passed.
+Then the verdict of each comparison of ``CLAIMS`` by the paired exact McNemar test and
+the rules of scripts/verdicts.py (certified accuracy is paired per example too). Every
+table names the attack preset and budgets that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                    # scripts/verdicts.py
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+import verdicts as vd  # noqa: E402
+from rsc_jax import config  # noqa: E402
+
+SWEEPS = {"digits": "digits_controlled", "mnist": "mnist_controlled", "cifar10": "cifar10_controlled"}
+CERT_RADII = (0.1, 0.25, 0.5)
+ATTACKS = ("pgd-50", "apgd-ce", "apgd-dlr", "ensemble-pgd", "transfer-pgd", "expectation-pgd", "square")
+C = vd.Claim
+CLAIMS = (
+    C("c1", "RSC-I (sigma 0.2) more robust than the Poisson SNN", "rsc1_sigma0.2_T4", "poisson_T4", "worst"),
+    C("c2", "RSC-II (sigma 0.2) more robust than the direct SNN", "rsc2_sigma0.2_T4", "direct_T4", "worst"),
+    C("c3", "the Poisson SNN more robust than the direct SNN", "poisson_T4", "direct_T4", "worst"),
+    C("c4", "RSC-II (sigma 0.2) more robust than the clean ANN twin", "rsc2_sigma0.2_T4", "ann", "worst"),
+    C("c5", "RSC-II (sigma 0.2, T 4) more robust than an ANN trained and smoothed with Gaussian noise of its "
+            "time-averaged level (sigma / sqrt(T) = 0.1)", "rsc2_sigma0.2_T4", "ann_gauss_sigma0.1", "worst"),
+    C("c6", "RSC-I (sigma 0.2) more robust than an ANN trained and smoothed with the same Gaussian noise",
+      "rsc1_sigma0.2_T4", "ann_gauss_sigma0.2", "worst"),
+    C("c7", "the Poisson SNN more robust than an ANN on the same Poisson coding", "poisson_T4", "ann_poisson",
+      "worst"),
+    C("c8", "RSC-II (sigma 0.2) and RSC-I (sigma 0.1) alike under attack", "rsc2_sigma0.2_T4", "rsc1_sigma0.1_T4",
+      "worst", "="),
+    C("c9", "RSC-II (sigma 0.2) and RSC-I (sigma 0.1) alike in clean accuracy", "rsc2_sigma0.2_T4",
+      "rsc1_sigma0.1_T4", "clean_attacked", "="),
+    C("k1", "RSC-II (sigma 0.2) and RSC-I (sigma 0.1) alike in certified accuracy at l2 radius 0.25",
+      "rsc2_sigma0.2_T4", "rsc1_sigma0.1_T4", "cert@0.25", "="),
+    C("k2", "RSC-II (sigma 0.2) certifies more than the Gaussian ANN of the same radius formula (sigma 0.1) "
+            "at l2 radius 0.25", "rsc2_sigma0.2_T4", "ann_gauss_sigma0.1", "cert@0.25"),
+)
+
+
+def read_certified(workdir: str, radii: tuple[float, ...] = CERT_RADII) -> dict[str, vd.Entry]:
+    """``cert@r`` columns of one run from ``certify.jsonl``: example i counts when it is
+    correct and its certified l2 radius is >= r (Cohen et al.'s certified accuracy)."""
+    p = os.path.join(workdir, "certify.jsonl")
+    if not os.path.isfile(p):
+        return {}
+    with open(p) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    rad = np.array([ln["radius"] for ln in lines], float)
+    ok = np.array([ln["correct"] for ln in lines], bool)
+    out = {}
+    for r in radii:
+        c = ok & (rad >= r)
+        out[f"cert@{r:g}"] = {"k": int(c.sum()), "n": len(c), "correct": c, "attacks": None}
+    return out
+
+
+def _json(path: str) -> dict[str, Any] | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_facts(workdir: str) -> dict[str, Any]:
+    """Preset, budgets, convergence status and certification limits of one run."""
+    rob = _json(os.path.join(workdir, "robustness.json")) or {}
+    conv = _json(os.path.join(workdir, "convergence.json")) or {}
+    cert = _json(os.path.join(workdir, "certified.json")) or {}
+    cfg = rob.get("config", {})
+    flagged = [c["name"] for c in conv.get("checks", []) if c.get("status") != "pass"]
+    return {"preset": rob.get("preset"), "n_examples": rob.get("n_examples"), "judge_draws": rob.get("judge_draws"),
+            "budget": {k: cfg.get(k) for k in ("apgd_steps", "apgd_eot", "apgd_restarts", "square_queries",
+                                               "square_draws", "strong_steps", "strong_eot")},
+            "convergence": (None if not conv else ("FLAG: " + ", ".join(flagged) if flagged else "pass")),
+            "certify": ({k: cert["settings"][k] for k in ("n", "alpha", "num_examples")} if cert else None),
+            "max_certifiable_radius": cert.get("max_certifiable_radius")}
+
+
+def collect(root: str, name: str) -> dict[str, Any] | None:
+    """Runs, columns and facts of one controlled sweep under ``root/<name>``; None if absent."""
+    sw = config.call_file(os.path.join(config.CONFIG_DIR, "sweeps", f"{name}.py"), "get_sweep")
+    base = os.path.join(root, name)
+    runs = vd.load_runs(base, sw)
+    if not runs:
+        return None
+    facts = {}
+    for run, seeds in runs.items():
+        for seed in seeds:
+            d = os.path.join(base, f"{run}_seed{seed}")
+            seeds[seed].update(read_certified(d))
+            facts.setdefault(run, run_facts(d))
+    return {"runs": runs, "facts": facts, "meta": {r: {} for r in runs}, "matched": float("nan")}
+
+
+def columns(runs: dict[str, dict[int, dict[str, vd.Entry]]]) -> tuple[str, ...]:
+    """The table's columns: clean (attacked images), each attack and the worst case at the
+    largest strong eps present, then certified accuracy."""
+    keys = {k for seeds in runs.values() for e in seeds.values() for k in e}
+    worst = sorted((k for k in keys if k.startswith("worst@")), key=lambda k: float(k.split("@")[1]))
+    e = worst[-1].split("@")[1] if worst else None
+    cols = ["clean_attacked"] + ([f"{a}@{e}" for a in ATTACKS if f"{a}@{e}" in keys] + [f"worst@{e}"] if e else [])
+    return tuple(cols + [f"cert@{r:g}" for r in CERT_RADII if f"cert@{r:g}" in keys])
+
+
+def markdown(data: dict[str, dict[str, Any]], vs: list[dict[str, Any]]) -> str:
+    lines = ["# Controlled comparisons\n",
+             "Generated by `python scripts/controlled.py` from the `configs/sweeps/*_controlled.py` sweeps. "
+             "Accuracies of the logits averaged over M judge draws, pooled over seeds, with exact 95 % "
+             "intervals; `worst` is per example the worst over every l_inf attack at that eps; `cert@r`: "
+             "correct and certified at l2 radius r (not applicable to direct, Poisson and the clean ANN).\n"]
+    for d, ds in data.items():
+        f0 = next(iter(ds["facts"].values()))
+        lines += [f"## {d}\n",
+                  f"Attack preset `{f0['preset']}` ({f0['n_examples']} test images, M = {f0['judge_draws']}; "
+                  + ", ".join(f"{k} {v}" for k, v in f0["budget"].items()) + ").\n"]
+        ints = vd.intervals(ds["runs"])
+        lines += vd.interval_table(ints, columns(ds["runs"])) + [""]
+        lines += ["| run | seeds | convergence checks | certification (n, alpha, images) | largest certifiable "
+                  "radius |", "|---|---|---|---|---|"]
+        for run, f in ds["facts"].items():
+            c = f["certify"]
+            lines.append(f"| {run} | {','.join(map(str, sorted(ds['runs'][run])))} | {f['convergence'] or '-'} | "
+                         + (f"{c['n']:,}, {c['alpha']:g}, {c['num_examples']}" if c else "-") + " | "
+                         + (f"{f['max_certifiable_radius']:.3f}" if f["max_certifiable_radius"] else "-") + " |")
+        lines.append("")
+    return "\n".join(lines + vd.verdict_lines(vs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sweeps", default="runs/sweeps", help="root of the sweeps' workdirs")
+    p.add_argument("--out", default="docs/results", help="folder for controlled.md / controlled.json")
+    a = p.parse_args(argv)
+    data = {d: ds for d, name in SWEEPS.items() if (ds := collect(a.sweeps, name)) is not None}
+    if not data:
+        print(f"no finished runs of {list(SWEEPS.values())} under {a.sweeps}", file=sys.stderr)
+        return 1
+    vs = vd.verdicts(data, CLAIMS)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "controlled.md"), "w") as f:
+        f.write(markdown(data, vs))
+    summary = {"intervals": {d: vd.intervals(ds["runs"]) for d, ds in data.items()},
+               "facts": {d: ds["facts"] for d, ds in data.items()}, "verdicts": vs}
+    with open(os.path.join(a.out, "controlled.json"), "w") as f:
+        json.dump(summary, f, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    print(f"{sum(len(ds['runs']) for ds in data.values())} runs of {list(data)} -> {a.out}/controlled.md; "
+          + ", ".join(f"{v['id']}: {v['verdict']}" for v in vs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
