@@ -211,14 +211,17 @@ def encode(key: Array, x: Array, *, method: str, T: int, sigma: float | Array = 
     Args:
       key: a PRNG key (unused by ``"direct"``).
       x: float images in [0, 1], any shape (usually ``[B, H, W, C]``).
-      method: one of ``METHODS``; static under ``jit``.
+      method: one of ``CODINGS`` (``METHODS`` plus the attack-only Gumbel-sigmoid
+        estimators); static under ``jit``.
       T: number of time steps (>= 1); static under ``jit``.
-      sigma: Gaussian noise level for ``"rsc1"``/``"rsc2"``, > 0 (ignored otherwise).
+      sigma: Gaussian noise level for ``"rsc1"``/``"rsc2"``, the relaxation temperature
+        for ``"poisson_gumbel"``/``"poisson_relaxed"``, > 0 (ignored otherwise).
 
     Returns:
       ``[T, *x.shape]`` array of the dtype of ``x``. Differentiable in ``x``: the
       Gaussian codings have Jacobian I per step, Poisson uses the straight-through
-      estimator (derivative 1 per step).
+      estimator (derivative 1 per step), the Gumbel-sigmoid ones the relaxation's
+      derivative (module docstring).
 
     Raises:
       TypeError: integer images (e.g. uint8 0-255).
