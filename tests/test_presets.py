@@ -10,6 +10,9 @@ from tests.helpers import load_script
 
 def test_preset_names():
     assert robustness.preset(config.attack()) == "default"
+    more = config.attack()
+    more.apgd, more.batch_size = True, 32          # an extra attack is not the default preset
+    assert robustness.preset(more) == "custom"
     quick = config.attack()
     quick.quick = True
     assert robustness.preset(quick) == "quick"

@@ -59,8 +59,8 @@ def preset(cfg: ml_collections.ConfigDict) -> str:
     """The name of the attack budget that ran: ``quick`` (``config.QUICK_ATTACK`` applied),
     ``rand`` (at least ``config.RAND_ATTACK``'s budgets per example: every attack it turns
     on, at least its steps, draws and queries, its APGD losses; how many test images were
-    attacked is recorded apart, ``n_examples``), ``default`` (the budgets of
-    ``config.attack()``) or ``custom``."""
+    attacked is recorded apart, ``n_examples``), ``default`` (``config.attack()`` as it is,
+    up to batch size, seed and the transfer source's path) or ``custom``."""
     if cfg.quick:
         return "quick"
     r, d = config.RAND_ATTACK, config.attack()
@@ -75,9 +75,13 @@ def preset(cfg: ml_collections.ConfigDict) -> str:
 
     if all(at_least(k) for k in r if k not in ("quick", "num_examples")):
         return "rand"
-    budget = ("steps", "eot", "strong_steps", "strong_eot", "judge_draws", "select_draws", "square_queries",
-              "square_draws", "num_examples", "apgd_steps", "apgd_eot", "apgd_restarts", "sanity_steps")
-    return "default" if all(cfg[k] == d[k] for k in budget) else "custom"
+    def same(v: Any) -> Any:
+        return list(v) if isinstance(v, (tuple, list)) else v
+
+    # default: every field of config.attack() as it is, but those that change no number
+    # (batch size, where the transfer source lives) and the seed.
+    return "default" if all(same(cfg[k]) == same(d[k]) for k in d if k not in ("batch_size", "seed",
+                                                                               "transfer_from")) else "custom"
 
 
 def make_variants(classifier: Any, cfg: ml_collections.ConfigDict) -> dict[str, LogitsFn]:
