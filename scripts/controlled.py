@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import verdicts as vd  # noqa: E402
-from rsc_jax import config  # noqa: E402
+from rsc_jax import config, report  # noqa: E402
 
 SWEEPS = {"digits": "digits_controlled", "mnist": "mnist_controlled", "cifar10": "cifar10_controlled"}
 CERT_RADII = (0.1, 0.25, 0.5)
@@ -76,18 +76,11 @@ def read_certified(workdir: str, radii: tuple[float, ...] = CERT_RADII) -> dict[
     return out
 
 
-def _json(path: str) -> dict[str, Any] | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def run_facts(workdir: str) -> dict[str, Any]:
     """Preset, budgets, convergence status and certification limits of one run."""
-    rob = _json(os.path.join(workdir, "robustness.json")) or {}
-    conv = _json(os.path.join(workdir, "convergence.json")) or {}
-    cert = _json(os.path.join(workdir, "certified.json")) or {}
+    rob = report.read_json(os.path.join(workdir, "robustness.json")) or {}
+    conv = report.read_json(os.path.join(workdir, "convergence.json")) or {}
+    cert = report.read_json(os.path.join(workdir, "certified.json")) or {}
     cfg = rob.get("config", {})
     flagged = [c["name"] for c in conv.get("checks", []) if c.get("status") != "pass"]
     return {"preset": rob.get("preset"), "n_examples": rob.get("n_examples"), "judge_draws": rob.get("judge_draws"),

@@ -74,6 +74,10 @@ def _pgd(s: Suite, fn: LogitsFn, *, steps: int, step_size: float, eot: int, norm
     return _plain(f)
 
 
+def _apgd(fn: LogitsFn, kw: dict[str, Any]) -> Craft:
+    return _plain(lambda k, x, y, eps: apgd.apgd(fn, k, x, y, eps=eps, **kw))
+
+
 def clean(s: Suite) -> list[Job]:
     return [Job("clean", None, "linf", 0.0, {"attack": "clean"}, None, ("clean",))]
 
@@ -136,11 +140,8 @@ def apgd_family(s: Suite, e: float) -> list[Job]:
         if s.num_classes is not None and s.num_classes < apgd.classes_needed(loss):
             continue
         kw = dict(steps=c.apgd_steps, eot=c.apgd_eot, restarts=c.apgd_restarts, loss=loss)
-
-        def craft(k, x, y, eps, kw=kw):
-            return apgd.apgd(s.logits_fn, k, x, y, eps=eps, **kw), {}
-
-        out.append(Job(f"apgd-{loss}", None, "linf", e, {"attack": "apgd", **kw}, craft, ("apgd", loss)))
+        out.append(Job(f"apgd-{loss}", None, "linf", e, {"attack": "apgd", **kw}, _apgd(s.logits_fn, kw),
+                       ("apgd", loss)))
     return out
 
 
@@ -180,13 +181,9 @@ def poisson_adaptive(s: Suite, e: float) -> list[Job]:
                _pgd(s, r["relaxed"], **st), ("relaxed-pgd",))]
     if c.apgd:
         kw = dict(steps=c.apgd_steps, eot=c.apgd_eot, restarts=c.apgd_restarts, loss="ce")
-
-        def craft(k, x, y, eps):
-            return apgd.apgd(r["gumbel"], k, x, y, eps=eps, **kw), {}
-
         out.append(Job("apgd-ce-gumbel", None, "linf", e,
                        {"attack": "apgd", "gradient": "Gumbel-sigmoid (straight-through)", **tau, **kw},
-                       craft, ("apgd-gumbel",)))
+                       _apgd(r["gumbel"], kw), ("apgd-gumbel",)))
     return out
 
 
