@@ -64,12 +64,14 @@ import tempfile
 import time
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                    # scripts/verdicts.py
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import verdicts as vd  # noqa: E402
 from rsc_jax import attacks, backend, classifier, config, data, distill, judging, metrics, parallel, train  # noqa: E402
 
 # arm -> (loss, initialisation, overrides of config.distill for the E-RSCT loss)
@@ -95,7 +97,6 @@ COMPARISONS: dict[str, tuple[str, str, str, str]] = {
         "ersct", "align_only", "adding the KD term to the alignment makes the student more accurate",
         "ablation: both terms vs alignment only (alpha = 0), same initialisation"),
 }
-ALPHA = 0.05            # the paired tests' level
 
 
 def load_config(path: str):
@@ -208,12 +209,11 @@ def stays_from(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | N
     return out
 
 
-def verdict(test: dict[str, Any], alpha: float = ALPHA) -> str:
-    """"holds" if the paired test rejects (p < alpha) with A ahead (b > c), "does not
-    hold" if it rejects with B ahead, else "inconclusive"."""
-    if test["p_value"] < alpha and test["b"] != test["c"]:
-        return "holds" if test["b"] > test["c"] else "does not hold"
-    return "inconclusive"
+def verdict(test: dict[str, Any]) -> str:
+    """The verdict of "A > B" from one paired test, by ``verdicts.decide``'s rules (the
+    same as docs/RESULTS.md's): "holds" if it rejects (p < 0.05) with A ahead (b > c),
+    "does not hold" if it rejects with B ahead, else "inconclusive"."""
+    return vd.decide([dict(test, missing=False)], ">")[0]
 
 
 def paired(a: str, b: str) -> dict[str, Any]:
@@ -322,7 +322,7 @@ def run_study(cfg, *, arms: list[str] | None = None, target: float = 0.9, eval_e
         "config": config_path, "seed": cfg.seed, "sigma": cfg.coding.sigma, "T": cfg.coding.T,
         "method": cfg.coding.method, "epochs": cfg.train.epochs, "steps": total, "target": target,
         "eval_every": eval_every, "eval_examples": len(ey), "test_examples": len(y),
-        "attack_examples": len(ay), "devices": jax.device_count(), "alpha_test": ALPHA,
+        "attack_examples": len(ay), "devices": jax.device_count(), "alpha_test": vd.ALPHA,
         "arms": arms, "teacher": tinfo, "runs": {}}
     objects: dict[str, Any] = {"teacher": teacher, "initial": {}, "final": {}}
     for arm in arms:

@@ -62,6 +62,19 @@ def test_compare_per_example_union_and_mcnemar():
     assert c["check"]["half_width"] == pytest.approx((hi - lo) / 2)
 
 
+def test_compare_takes_a_float32_accuracy_and_refuses_a_wrong_count():
+    """robustness.json stores acc_avg as a float32 (214/360 -> 0.5944444537...): equal
+    counts pass; a string that disagrees by one example does not."""
+    ours = np.zeros(360, bool)
+    ours[:214] = True
+    packed = "".join("1" if c else "0" for c in ours)
+    entry = _entry(ours, correct_avg=packed, acc_avg=float(np.float32(214 / 360)))
+    assert entry["acc_avg"] != 214 / 360
+    assert xc.compare(entry, {"apgd-ce": ours}, ours)["mcnemar"]["b"] == 0
+    with pytest.raises(ValueError, match="does not match its acc_avg"):
+        xc.compare(dict(entry, acc_avg=float(np.float32(213 / 360))), {"apgd-ce": ours}, ours)
+
+
 def test_compare_without_per_example_strings_says_so():
     ours = np.ones(20, bool)
     c = xc.compare(_entry(ours), {"apgd-ce": np.zeros(20, bool)}, None)
