@@ -12,6 +12,11 @@ reaches r, from ``certify.jsonl``), and whether the attack-convergence checks pa
 Then the verdict of each comparison of ``CLAIMS`` by the paired exact McNemar test and
 the rules of scripts/verdicts.py (certified accuracy is paired per example too). Every
 table names the attack preset and budgets that produced it.
+
+``--results_md=docs/RESULTS.md`` also rewrites the digits headline table and verdict
+table there, between the markers ``<!-- controlled-table -->`` ... ``<!-- /controlled-table -->``
+and ``<!-- controlled-verdicts -->`` ... ``<!-- /controlled-verdicts -->`` (nothing else
+in the file changes; a missing marker is an error and the file is left as it was).
 """
 
 from __future__ import annotations
@@ -91,6 +96,16 @@ def run_facts(workdir: str) -> dict[str, Any]:
             "max_certifiable_radius": cert.get("max_certifiable_radius")}
 
 
+# docs/RESULTS.md's headline table: run labels, and (column key prefix, header) pairs
+LABELS = {"direct_T4": "direct SNN", "poisson_T4": "Poisson SNN", "rsc1_sigma0.1_T4": "RSC-I sigma 0.1",
+          "rsc1_sigma0.2_T4": "RSC-I sigma 0.2", "rsc2_sigma0.2_T4": "RSC-II sigma 0.2",
+          "ann": "ANN twin (clean)", "ann_gauss_sigma0.1": "ANN, Gaussian noise 0.1, smoothed",
+          "ann_gauss_sigma0.2": "ANN, Gaussian noise 0.2, smoothed", "ann_poisson": "ANN on Poisson coding"}
+HEADLINE = (("clean_attacked", "clean"), ("apgd-ce@", "APGD-CE"), ("square@", "Square"), ("worst@", "worst"),
+            ("cert@0.25", "certified r = 0.25"))
+MARKERS = ("controlled-table", "controlled-verdicts")
+
+
 def collect(root: str, name: str) -> dict[str, Any] | None:
     """Runs, columns and facts of one controlled sweep under ``root/<name>``; None if absent."""
     sw = config.call_file(os.path.join(config.CONFIG_DIR, "sweeps", f"{name}.py"), "get_sweep")
@@ -143,11 +158,63 @@ def markdown(data: dict[str, dict[str, Any]], vs: list[dict[str, Any]]) -> str:
     return "\n".join(lines + vd.verdict_lines(vs))
 
 
+def headline_blocks(ds: dict[str, Any], vs: list[dict[str, Any]], dataset: str) -> dict[str, str]:
+    """docs/RESULTS.md's two blocks for ``dataset``: the headline table (``HEADLINE``
+    columns at the largest strong eps, every run of ``LABELS`` that ran) and the verdict
+    table (each claim's test on ``dataset``)."""
+    cols = columns(ds["runs"])
+    pick = [(next((c for c in cols if c.startswith(k)), None), h) for k, h in HEADLINE]
+    pick = [(c, f"{h} {c.split('@')[1]}/255" if h == "worst" else h) for c, h in pick if c is not None]
+    ints = vd.intervals(ds["runs"])
+    n = next(iter(ds["facts"].values()))["n_examples"]
+    m = next(iter(ds["facts"].values()))["judge_draws"]
+    table = [f"Accuracy of the {m or 'M'}-draw-averaged logits, exact 95 % interval; pooled over the seeds "
+             f"listed ({n or '?'} images each):", "", "| run | seeds | " + " | ".join(h for _, h in pick) + " |",
+             "|---|---|" + "---|" * len(pick)]
+    for run, label in LABELS.items():
+        if run in ints:
+            table.append(f"| {label} | {','.join(map(str, sorted(ds['runs'][run])))} | "
+                         + " | ".join(vd.fmt_ci(ints[run].get(c)) for c, _ in pick) + " |")
+    names = {c: h for c, h in pick}
+    ver = ["Verdicts (paired exact McNemar test on the same images, seeds both runs have; b = A right and B "
+           "wrong, c = the reverse; rules of `scripts/verdicts.py`):", "",
+           "| id | claim (A vs B, metric) | seeds | acc A | acc B | b | c | p | verdict |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for v in vs:
+        t = next((t for t in v["tests"] if t["dataset"] == dataset), None)
+        if t is None:
+            ver.append(f"| {v['id']} | {v['claim']} | - | - | - | - | - | - | {v['verdict']} (not run) |")
+            continue
+        stat = "- | - | -" if t["missing"] else f"{t['b']} | {t['c']} | {t['p_value']:.2g}"
+        ver.append(f"| {v['id']} | {v['claim']} ({names.get(t['metric'], t['metric'])}) | "
+                   f"{','.join(map(str, t['seeds']))} | {t['acc_a']:.3f} | {t['acc_b']:.3f} | {stat} | "
+                   f"**{v['verdict']}** |")
+    return {"controlled-table": "\n".join(table), "controlled-verdicts": "\n".join(ver)}
+
+
+def fill_markers(text: str, blocks: dict[str, str]) -> str:
+    """``text`` with what lies between ``<!-- NAME -->`` and ``<!-- /NAME -->`` replaced
+    by ``blocks[NAME]``; ValueError naming a marker that is missing or not unique."""
+    for name, block in blocks.items():
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+        i, j = text.find(start), text.find(end)
+        if text.count(start) != 1 or text.count(end) != 1 or j < i:
+            raise ValueError(f"the markers {start} ... {end} must each appear once, in that order "
+                             f"(found {text.count(start)} and {text.count(end)})")
+        text = text[:i + len(start)] + "\n" + block + "\n" + text[j:]
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sweeps", default="runs/sweeps", help="root of the sweeps' workdirs")
     p.add_argument("--out", default="docs/results", help="folder for controlled.md / controlled.json")
+    p.add_argument("--results_md", default="", help="also rewrite the digits blocks of this file (docs/RESULTS.md)")
     a = p.parse_args(argv)
+    if a.results_md and not os.path.isfile(a.results_md):
+        print(f"--results_md={a.results_md}: no such file (give the markdown file whose blocks to rewrite)",
+              file=sys.stderr)
+        return 1
     data = {d: ds for d, name in SWEEPS.items() if (ds := collect(a.sweeps, name)) is not None}
     if not data:
         print(f"no finished runs of {list(SWEEPS.values())} under {a.sweeps}", file=sys.stderr)
@@ -160,6 +227,19 @@ def main(argv: list[str] | None = None) -> int:
                "facts": {d: ds["facts"] for d, ds in data.items()}, "verdicts": vs}
     with open(os.path.join(a.out, "controlled.json"), "w") as f:
         json.dump(summary, f, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    if a.results_md:
+        if "digits" not in data:
+            print(f"--results_md: no digits_controlled runs under {a.sweeps}", file=sys.stderr)
+            return 1
+        with open(a.results_md) as f:
+            text = f.read()
+        try:
+            text = fill_markers(text, headline_blocks(data["digits"], vs, "digits"))
+        except ValueError as e:
+            print(f"--results_md={a.results_md}: {e}", file=sys.stderr)
+            return 1
+        with open(a.results_md, "w") as f:
+            f.write(text)
     print(f"{sum(len(ds['runs']) for ds in data.values())} runs of {list(data)} -> {a.out}/controlled.md; "
           + ", ".join(f"{v['id']}: {v['verdict']}" for v in vs))
     return 0

@@ -119,7 +119,8 @@ def _write_run(root, run, seed, worst, clean=None, worst8=None, attacks=("pgd-50
                     "acc_single": 0.5, "acc_avg": clean.count("1") / n}, clean)]
     wc = [with_c({"eps": e / 255, "eps_255": float(e), "attacks": list(attacks), "acc_single": 0.5,
                   "acc_avg": s.count("1") / n}, s) for e, s in ((8, worst8), (32, worst)) if s is not None]
-    (d / "robustness.json").write_text(json.dumps({"n_examples": n, "results": rows, "worst_case": wc}))
+    (d / "robustness.json").write_text(json.dumps({"n_examples": n, "judge_draws": 10, "results": rows,
+                                                   "worst_case": wc}))
     (d / "evaluation.json").write_text(json.dumps({"accuracy": 0.75, "correct": [1, 1, 1, 0], "num_examples": 4}))
     (d / "sweep_done.json").write_text("{}")
 
@@ -314,3 +315,21 @@ def test_controlled_comparisons_pair_attacks_and_certificates(tmp_path):
     assert vs["k1"]["verdict"] == "does not hold"          # "alike" rejected
     md = (tmp_path / "out" / "controlled.md").read_text()
     assert "cert@0.25" in md and "Attack preset" in md
+    # --results_md rewrites only the marked blocks of docs/RESULTS.md
+    res = tmp_path / "RESULTS.md"
+    res.write_text("intro\n<!-- controlled-table -->\nSTALE\n<!-- /controlled-table -->\nmiddle\n"
+                   "<!-- controlled-verdicts -->\n<!-- /controlled-verdicts -->\nend\n")
+    assert ctl.main(["--sweeps", str(tmp_path), "--out", str(tmp_path / "out"), "--results_md", str(res)]) == 0
+    text = res.read_text()
+    assert text.startswith("intro\n<!-- controlled-table -->\nAccuracy of the 10-draw-averaged logits")
+    assert "STALE" not in text and "\nmiddle\n" in text and text.endswith("<!-- /controlled-verdicts -->\nend\n")
+    # clean 20/20 (Clopper-Pearson lower 0.025 ** (1/20) = 0.832); worst case 13/20 (_pair)
+    assert "| RSC-I sigma 0.2 | 0 | 1.000 [0.832, 1.000] |" in text and "| 0.650 [0.408, 0.846] |" in text
+    assert "| c1 | RSC-I (sigma 0.2) more robust than the Poisson SNN (worst" in text and "| 9 | 1 | 0.021 | **holds** |" in text
+    assert "| c5 |" in text and "(not run) |" in text
+    # a missing marker: one line, the file untouched
+    res.write_text("no markers\n")
+    assert ctl.main(["--sweeps", str(tmp_path), "--out", str(tmp_path / "out"), "--results_md", str(res)]) == 1
+    assert res.read_text() == "no markers\n"
+    assert ctl.main(["--sweeps", str(tmp_path), "--out", str(tmp_path / "out"),
+                     "--results_md", str(tmp_path / "absent.md")]) == 1
