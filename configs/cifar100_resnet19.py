@@ -9,7 +9,7 @@ preset on all 10,000 test images, certify 32 images, report):
 
 Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 9.0e18 FLOP
 (ResNet-19 costs 18x VGG-11 per image; attacks 93 %), i.e. ~40 h on one A100-80GB
-(fp32 runs as TF32), ~12.6 h on one H100, ~5 h on 8 A100s at an assumed 40 %
+(fp32 runs as TF32), ~12.7 h on one H100, ~5 h on 8 A100s at an assumed 40 %
 utilisation; ``--config.attack.square_draws=1`` about halves it. Several GPUs: the same command on an 8-GPU
 node uses them all (data parallel); several nodes: launch/slurm.sbatch. bf16 (about 2x
 on tensor cores; accuracy not validated against fp32): add ``--config.model.dtype=bfloat16``.

@@ -10,7 +10,7 @@ preset on all 10,000 test images, certify 32 images, report):
 
 Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 4.9e17 FLOP
 (attacks 93 %, Square's 40,000 forward passes per image most of it), i.e. ~2.2 h on one
-A100-80GB (fp32 runs as TF32) or ~41 min on one H100 at an assumed 40 % utilisation.
+A100-80GB (fp32 runs as TF32) or ~42 min on one H100 at an assumed 40 % utilisation.
 The host input pipeline (~15 ms per batch) likely bounds each 78,000-step training at
 >= 20 min. The previous default attack grid (docs/GPU_RUNS.md gives the flags): 6.2e16
 FLOP, ~16 min on one A100. Several GPUs: the same command on an 8-GPU node uses them

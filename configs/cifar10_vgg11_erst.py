@@ -12,7 +12,7 @@ One command (teacher, student, evaluate, attacks at the ``rand`` preset, certify
 
 Expected run time (FLOP-based estimate, not measured; docs/GPU_RUNS.md): 4.9e17 FLOP
 (the teacher's forward adds 8 % to a student step; the attacks are 92 %), ~2.2 h on one
-A100-80GB (TF32), ~41 min on one H100 at an assumed 40 % utilisation. As for
+A100-80GB (TF32), ~42 min on one H100 at an assumed 40 % utilisation. As for
 cifar10_vgg11, the host input pipeline likely bounds training. Multi-GPU and bf16 as in cifar10_vgg11.
 """
 

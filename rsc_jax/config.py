@@ -142,7 +142,8 @@ def attack() -> ml_collections.ConfigDict:
     EOT K = 1 and 10. Everything else is our default: M = 10 judge draws, the l_2 grid
     (0, 0.25, 0.5, 1.0) with step 2.5 eps / steps (Madry et al.'s rule), sharper
     surrogates with alpha x 4, Square with 1000 queries and p_init 0.05 (the paper's
-    p_init), sanity eps 64/255 with 20 steps, and the check tolerances. ``apgd``
+    p_init), sanity eps 64/255 with 20 steps and, on stochastic models, EOT-10 per step,
+    and the check tolerances; the huge-budget check judges the M-averaged accuracy. ``apgd``
     (off by default) adds APGD with each of ``apgd_losses`` at every strong eps, with
     AutoAttack's randomized-defence budget (Croce & Hein, 2020: 100 steps, EOT-20).
     ``transfer_expectation`` (off by default) adds PGD crafted on the noise-free copy of
@@ -168,7 +169,7 @@ def attack() -> ml_collections.ConfigDict:
         transfer_from="",       # export to craft transfer examples on ("" = WORKDIR/ann_twin/export)
         transfer_expectation=False,   # also transfer from the noise-free copy (direct coding, same weights)
         square=True, square_queries=1000, square_p_init=0.05, square_draws=1,
-        sanity=True, sanity_eps=64 / 255, sanity_steps=20,
+        sanity=True, sanity_eps=64 / 255, sanity_steps=20, sanity_eot=10,
         apgd=False, apgd_losses=("ce", "dlr"), apgd_steps=100, apgd_eot=20, apgd_restarts=1,
         convergence=True, convergence_steps=(10, 50, 100, 200), convergence_eot=(1, 5, 20, 50),
         convergence_examples=64,
@@ -180,8 +181,8 @@ def attack() -> ml_collections.ConfigDict:
 # ``attack.quick`` (ours, for the digits demo): at most these values; num_examples
 # replaces -1 (all); the grids of QUICK_GRIDS replace the configured ones.
 QUICK_ATTACK: dict[str, int] = dict(strong_steps=20, strong_eot=4, judge_draws=4, select_draws=4,
-                                    square_queries=100, sanity_steps=10, num_examples=256, apgd_steps=20,
-                                    apgd_eot=4)
+                                    square_queries=100, sanity_steps=10, sanity_eot=4, num_examples=256,
+                                    apgd_steps=20, apgd_eot=4)
 QUICK_GRIDS: dict[str, tuple[int, ...]] = dict(convergence_steps=(5, 10, 20), convergence_eot=(1, 4))
 
 # ``attack`` preset "rand": the evaluation of randomized defences at the level of

@@ -126,7 +126,7 @@ def check_attack(c: Any, p: str = "config.attack.") -> None:
            "square", "sanity", "gradient_check", "quick", "apgd", "transfer_expectation", "poisson_adaptive")
     validation.check_number(p + "gumbel_temperature", c.gumbel_temperature, low=0.0, low_open=True, error=E)
     _ints(c, p, 1, "steps", "eot", "strong_steps", "strong_eot", "judge_draws", "batch_size", "select_draws",
-          "square_queries", "square_draws", "sanity_steps", "apgd_steps", "apgd_eot", "apgd_restarts")
+          "square_queries", "square_draws", "sanity_steps", "sanity_eot", "apgd_steps", "apgd_eot", "apgd_restarts")
     _bools(c, p, "convergence")
     validation.check_int(p + "convergence_examples", c.convergence_examples, 1, all_value=-1, error=E)
     for k in ("convergence_steps", "convergence_eot"):

@@ -177,7 +177,8 @@ def attack_counts(cfg: Any, clf_config: dict[str, Any]) -> dict[str, Any]:
     method = clf_config["coding"]["method"]
     relax = {"gumbel": dummy, "relaxed": dummy} if acfg.poisson_adaptive and method == "poisson" else None
     jobs = attack_suite.jobs(acfg, dummy, variants, dummy if acfg.transfer else None, clf.num_classes,
-                             dummy if acfg.transfer_expectation and method != "direct" else None, relax)
+                             dummy if acfg.transfer_expectation and method != "direct" else None, relax,
+                             stochastic=method != "direct")
     M = acfg.judge_draws
     c = {"fwd": 0, "grad": 0, "grad_bptr": 0, "grad_transfer": 0}
     rows = []

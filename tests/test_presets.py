@@ -35,7 +35,8 @@ def test_rand_preset_attack_budget_by_hand(name):
     """Input gradients per attacked example at the rand preset, counted by hand from
     config.RAND_ATTACK and config.attack(): FGSM at the 4 non-zero eps of the grid (4),
     PGD-7 at those eps (28), PGD-50 (50), PGD-7 EOT-10 (70), APGD-CE + APGD-DLR at 100
-    steps x EOT-20 (4,000), PGD-7 from the noise-free copy (7), the sanity PGD-20 (20),
+    steps x EOT-20 (4,000), PGD-7 from the noise-free copy (7), the sanity PGD-20 with EOT-10 (200: the model is
+    stochastic),
     l2 PGD-7 at 3 eps (21), the gradient check (1), and the ensemble's 8 surrogate variants
     other than BPTR x 7 steps (56; the model's own sigmoid at the default alpha is
     "model"). Square: 5,000 queries x 4 draws x 2 forward passes."""
@@ -43,7 +44,7 @@ def test_rand_preset_attack_budget_by_hand(name):
     cfg = config.from_file(name)
     ac = est.attack_counts(cfg, train.classifier_config(cfg, est.dataset(cfg)))
     pe = ac["per_example"]
-    assert pe["grad"] == 4 + 28 + 50 + 70 + 4000 + 7 + 20 + 21 + 1 + 56
+    assert pe["grad"] == 4 + 28 + 50 + 70 + 4000 + 7 + 200 + 21 + 1 + 56
     assert pe["grad_bptr"] == 7 and pe["grad_transfer"] == 7
     square = [j for j in ac["jobs"] if j["job"] == "square"]
     assert len(square) == 1 and square[0]["fwd"] == 5000 * 2 * 4 + cfg.attack.judge_draws

@@ -330,6 +330,34 @@ def test_checks_flag_gradient_masking_symptoms():
     assert len(good) == 6
 
 
+def test_huge_budget_judges_the_averaged_accuracy_not_single_draws():
+    """A noisy model keeps some correct single draws at any eps (digits, sigma 0.2, PGD-100
+    EOT-10 at 64/255: averaged 0.003, single 0.04): the check reads the averaged-logit
+    accuracy, the one every table reports, and records the single-draw one."""
+    cfg = config.attack()
+    row = {"name": "sanity-pgd", "eps": 64 / 255, "eps_255": 64.0, "steps": 20, "eot": 10, "norm": "linf"}
+    ok = masking.huge_budget([dict(row, acc_avg=0.0028, acc_single=0.0425)], cfg)[0]
+    assert ok["status"] == "pass" and ok["acc"] == 0.0028 and ok["acc_single"] == 0.0425
+    assert "PGD-20 EOT-10 at eps 64/255" in ok["detail"]
+    bad = masking.huge_budget([dict(row, acc_avg=0.0611, acc_single=0.0611)], cfg)[0]
+    assert bad["status"] == "FLAG" and "got 0.0611" in bad["detail"]
+    assert masking.huge_budget([dict(row, acc_avg=cfg.sanity_max_acc, acc_single=0.5)], cfg)[0]["status"] == "pass"
+
+
+def test_sanity_pgd_draws_sanity_eot_per_step_only_on_stochastic_models():
+    from rsc_jax.evaluators import attack_suite
+    c = config.attack()
+    c.sanity_eot = 7
+    f = lambda k, x: x
+    noisy = [j for j in attack_suite.jobs(c, f, {}, None, 10) if j.name == "sanity-pgd"][0]
+    direct = [j for j in attack_suite.jobs(c, f, {}, None, 10, stochastic=False) if j.name == "sanity-pgd"][0]
+    assert (noisy.record["eot"], noisy.record["steps"]) == (7, 20) and direct.record["eot"] == c.eot == 1
+    assert noisy.record["step_size"] == pytest.approx(2.5 * (64 / 255) / 20)
+    q = config.attack()
+    q.quick = True
+    assert robustness.effective_config(q).sanity_eot == 4
+
+
 def test_markdown_shows_flags(run8):
     res = json.loads(json.dumps(run8[0]))
     res["checks"][0]["status"] = "FLAG"

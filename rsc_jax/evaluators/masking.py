@@ -35,10 +35,15 @@ def huge_budget(rows: list[dict[str, Any]], cfg: Any) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         if r["name"] == "sanity-pgd":
-            a = max(r["acc_avg"], r["acc_single"])
+            # the reported accuracy (M-averaged logits): single draws of a noisy model stay
+            # right now and then wherever the input is (digits, sigma 0.2: ~4 % at 64/255
+            # where the averaged logits are wrong on every image)
+            a = r["acc_avg"]
             out.append(_check("huge-budget", a <= cfg.sanity_max_acc,
-                              f"PGD-{r['steps']} at eps {r['eps_255']:.0f}/255 must drive accuracy to "
-                              f"<= {cfg.sanity_max_acc}; got {a:.4f}", acc=a, eps=r["eps"]))
+                              f"PGD-{r['steps']}{'' if r.get('eot', 1) == 1 else ' EOT-' + str(r['eot'])} at eps "
+                              f"{r['eps_255']:.0f}/255 must drive the averaged-logit accuracy to <= "
+                              f"{cfg.sanity_max_acc}; got {a:.4f} (single draw {r['acc_single']:.4f})",
+                              acc=a, acc_single=r["acc_single"], eps=r["eps"]))
     return out
 
 

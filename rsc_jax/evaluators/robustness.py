@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 def effective_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """``cfg`` with the ``quick`` preset applied (``config.QUICK_ATTACK``, ours, for the
     digits demo): at most 20 strong steps, K = 4, M = 4, 100 Square queries, 10 sanity
-    steps, 256 examples, APGD 20 steps with K = 4, convergence grid (5, 10, 20) x (1, 4)."""
+    steps with K = 4, 256 examples, APGD 20 steps with K = 4, convergence grid (5, 10, 20) x (1, 4)."""
     out = ml_collections.ConfigDict(cfg.to_dict())
     if cfg.quick:
         for k, v in config.QUICK_ATTACK.items():
@@ -271,7 +271,7 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
                                                                      sigma=cfg.gumbel_temperature))
                        for n in ("gumbel", "relaxed")}
     jobs = attack_suite.jobs(cfg, logits_fn, variants, transfer_fn, k if isinstance(k, int) else None,
-                             expectation_fn, relaxations)
+                             expectation_fn, relaxations, stochastic=coding.get("method") != "direct")
     nb = -(-n // cfg.batch_size)
     cache: dict[tuple, Callable] = {}
     per_ex: list[dict[str, np.ndarray]] = []
