@@ -296,35 +296,13 @@ def judge_all(fn: Callable, x: np.ndarray, y: np.ndarray, batch_size: int) -> np
 
 # --------------------------------------------------------------------------- data
 
-def load_test_set(clf: Any, export_path: str, report_path: str, run_config: str | None,
+def load_test_set(clf: Any, report_path: str, run_config: str | None,
                   n_examples: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """The first ``n_examples`` test images of the run, as the evaluator took them."""
-    from rsc_jax import config as rconfig
-    from rsc_jax import data
+    """The first ``n_examples`` test images of the run (``common.run_test_set``), from
+    ``run_config`` or the ``config.json`` beside ``report_path``."""
     from rsc_jax.evaluators import common
-    cfg = rconfig.base()
     src = run_config or os.path.join(os.path.dirname(os.path.abspath(report_path)), "config.json")
-    if os.path.isfile(src):
-        with open(src) as f:
-            ds_cfg = json.load(f).get("dataset", {})
-        used = src
-    else:
-        ds_cfg, used = {"name": clf.config["dataset"]["name"]}, "export config.json (whole test split)"
-    for k, v in ds_cfg.items():
-        if k in cfg.dataset:
-            cfg.dataset[k] = tuple(v) if isinstance(v, list) else v
-    if cfg.dataset.name != clf.config["dataset"]["name"]:
-        raise ValueError(f"{used} names data set {cfg.dataset.name!r}, the export "
-                         f"{clf.config['dataset']['name']!r}")
-    # normalisation is the export's; stating it skips recomputing it from the training split
-    cfg.dataset.mean = tuple(clf.config["dataset"]["mean"])
-    cfg.dataset.std = tuple(clf.config["dataset"]["std"])
-    ds = data.load(cfg)
-    images, labels = data.test_arrays(ds)
-    x, y = common.test_set(clf, images, labels, n_examples)
-    if len(x) != n_examples:
-        raise ValueError(f"robustness.json attacked {n_examples} examples; the test split has {len(x)}")
-    return x, y, {"source": used, "dataset": dict(cfg.dataset.to_dict())}
+    return common.run_test_set(clf, src, n_examples)
 
 
 # --------------------------------------------------------------------------- main
@@ -374,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     seed, draws, n_rep = int(report["seed"]), int(report["judge_draws"]), int(report["n_examples"])
     n = n_rep if args.n_examples == -1 else min(args.n_examples, n_rep)
     clf = export.load(args.export)
-    x, y, data_info = load_test_set(clf, args.export, args.robustness, args.run_config, n_rep)
+    x, y, data_info = load_test_set(clf, args.robustness, args.run_config, n_rep)
     x, y = x[:n], y[:n]
     jb = int(rcfg.get("batch_size", 128))
     jfn = judge_fn(clf, seed, draws)

@@ -9,13 +9,15 @@ its results through ``report`` and returns them.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
 
-from rsc_jax import validation
+from rsc_jax import config, data, validation
 
 Array = jax.Array
 LogitsFn = Callable[[Array, Array], Array]
@@ -42,6 +44,38 @@ def test_set(classifier: Any, images: Any, labels: Any, num_examples: int) -> tu
     if n < 1:
         raise ValueError("got no images to evaluate")
     return images[:n], labels[:n].astype(np.int32)
+
+
+def run_test_set(classifier: Any, config_path: str, num_examples: int
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The first ``num_examples`` (-1: all) test images a finished run was evaluated on.
+
+    The data set is the run's ``config.json`` (``config_path``), or, where that file is
+    absent, the export's data set name (its whole test split); the normalisation is the
+    export's. Returns ``(images, labels, {"source", "dataset"})``; ValueError when the
+    config names another data set than the export, or the split is shorter.
+    """
+    cfg = config.base()
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            ds_cfg = json.load(f).get("dataset", {})
+        used = config_path
+    else:
+        ds_cfg, used = {"name": classifier.config["dataset"]["name"]}, "export config.json (whole test split)"
+    for k, v in ds_cfg.items():
+        if k in cfg.dataset:
+            cfg.dataset[k] = tuple(v) if isinstance(v, list) else v
+    if cfg.dataset.name != classifier.config["dataset"]["name"]:
+        raise ValueError(f"{used} names data set {cfg.dataset.name!r}, the export "
+                         f"{classifier.config['dataset']['name']!r}")
+    # normalisation is the export's; stating it skips recomputing it from the training split
+    cfg.dataset.mean = tuple(classifier.config["dataset"]["mean"])
+    cfg.dataset.std = tuple(classifier.config["dataset"]["std"])
+    images, labels = data.test_arrays(data.load(cfg))
+    x, y = test_set(classifier, images, labels, num_examples)
+    if num_examples != -1 and len(x) != num_examples:
+        raise ValueError(f"the run evaluated {num_examples} examples; the test split has {len(x)}")
+    return x, y, {"source": used, "dataset": dict(cfg.dataset.to_dict())}
 
 
 def bar(progress: bool, total: int, desc: str, unit: str = "it", leave: bool = True) -> Any:
