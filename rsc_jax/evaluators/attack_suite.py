@@ -198,10 +198,9 @@ def square(s: Suite, e: float) -> list[Job]:
 
 
 def sanity(s: Suite) -> list[Job]:
-    """PGD at the huge budget ``sanity_eps`` (checks.huge_budget: it must drive the
-    accuracy near 0). A stochastic model gets ``sanity_eot`` draws per step: with one, the
-    gradient noise of a sigma = 0.2 model leaves a few per cent at 64/255 (measured on
-    digits: 0.022 averaged-logit accuracy after PGD-20, 0.000 with EOT-10)."""
+    """PGD at the huge budget ``sanity_eps`` (``masking.huge_budget``: it must drive the
+    accuracy near 0). A stochastic model gets ``sanity_eot`` draws per step (ours: 10):
+    with one, its own gradient noise can leave a few per cent (docs/RESULTS.md)."""
     c = s.cfg
     if not c.sanity:
         return []

@@ -36,8 +36,7 @@ def huge_budget(rows: list[dict[str, Any]], cfg: Any) -> list[dict[str, Any]]:
     for r in rows:
         if r["name"] == "sanity-pgd":
             # the reported accuracy (M-averaged logits): single draws of a noisy model stay
-            # right now and then wherever the input is (digits, sigma 0.2: ~4 % at 64/255
-            # where the averaged logits are wrong on every image)
+            # right now and then even where the averaged logits are wrong on every image
             a = r["acc_avg"]
             out.append(_check("huge-budget", a <= cfg.sanity_max_acc,
                               f"PGD-{r['steps']}{'' if r.get('eot', 1) == 1 else ' EOT-' + str(r['eot'])} at eps "
