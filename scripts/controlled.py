@@ -199,17 +199,17 @@ def headline_blocks(ds: dict[str, Any], vs: list[dict[str, Any]], dataset: str) 
     names = {c: h for c, h in pick}
     ver = ["Verdicts (paired exact McNemar test on the same images, seeds both runs have; b = A right and B "
            "wrong, c = the reverse; rules of `scripts/verdicts.py`):", "",
-           "| id | claim (A vs B, metric) | seeds | acc A | acc B | b | c | p | verdict |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| id | claim (A vs B, metric) | seeds | acc A | acc B | b | c | p | per seed b:c (p) | verdict |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for v in vs:
         t = next((t for t in v["tests"] if t["dataset"] == dataset), None)
         if t is None:
-            ver.append(f"| {v['id']} | {v['claim']} | - | - | - | - | - | - | {v['verdict']} (not run) |")
+            ver.append(f"| {v['id']} | {v['claim']} | - | - | - | - | - | - | - | {v['verdict']} (not run) |")
             continue
-        stat = "- | - | -" if t["missing"] else f"{t['b']} | {t['c']} | {t['p_value']:.2g}"
+        stat = "- | - | - | -" if t["missing"] else f"{t['b']} | {t['c']} | {t['p_value']:.2g} | {vd.fmt_per_seed(t)}"
         ver.append(f"| {v['id']} | {v['claim']} ({names.get(t['metric'], t['metric'])}) | "
                    f"{','.join(map(str, t['seeds']))} | {t['acc_a']:.3f} | {t['acc_b']:.3f} | {stat} | "
-                   f"**{v['verdict']}** |")
+                   f"**{v['verdict']}**{' (seeds disagree)' if 'seeds disagree' in v['reason'] else ''} |")
     return {"controlled-table": "\n".join(table), "controlled-verdicts": "\n".join(ver)}
 
 

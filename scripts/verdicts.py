@@ -12,13 +12,16 @@ b ~ Bin(b + c, 1/2), and the two-sided p-value is ``binomtest(b, b + c, 0.5)``'s
 pairs are read from ``correct_avg`` (correctness of the M-averaged logits, one character
 per test image) of the same attack row or worst case of ``robustness.json``; over seeds,
 the pairs of every seed both runs have are pooled into one test (independently trained
-models per seed, the same images each seed).
+models per seed, the same images each seed), and each seed is also tested alone
+(``per_seed``): the pooled test sees the test images' noise, not how much the comparison
+changes from one training seed to the next.
 
 Verdict rules (``decide``), on the data sets where both runs of a comparison ran:
 
 - a claim that A is more accurate than B (direction ``>``) *holds* only if the test
-  rejects (p < 0.05) with b > c on every such data set; it *does not hold* if the test
-  rejects with b < c on some data set; otherwise it is *inconclusive*;
+  rejects (p < 0.05) with b > c on every such data set and no seed's own test rejects
+  with b < c; it *does not hold* if the test rejects with b < c on some data set;
+  otherwise it is *inconclusive* (also when the seeds disagree);
 - a claim that A and B are alike (direction ``=``) *does not hold* if the test rejects
   on some data set, and is otherwise *inconclusive* (a test that does not reject does not
   show equality);
@@ -121,6 +124,13 @@ def intervals(runs: dict[str, dict[int, dict[str, Entry]]]) -> dict[str, dict[st
     return out
 
 
+def fmt_per_seed(t: dict[str, Any]) -> str:
+    """Each seed's own test, ``s0 15:12 (0.7); s1 37:7 (6e-06)`` (b:c and p), or "-"
+    for a single seed."""
+    ps = t.get("per_seed") or []
+    return "; ".join(f"s{s['seed']} {s['b']}:{s['c']} ({s['p_value']:.2g})" for s in ps) if len(ps) > 1 else "-"
+
+
 def fmt_ci(p: dict[str, Any] | None) -> str:
     return "-" if p is None else f"{p['acc']:.3f} [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}]"
 
@@ -172,7 +182,9 @@ def paired_test(a: dict[int, dict[str, Entry]], b: dict[int, dict[str, Entry]], 
         raise ValueError(f"{key}: runs judged on different numbers of test images per seed "
                          f"({[x['n'] for x in ea]} vs {[y['n'] for y in eb]}); they cannot be paired")
     t = metrics.mcnemar_exact(np.concatenate([x["correct"] for x in ea]), np.concatenate([y["correct"] for y in eb]))
-    return dict(out, b=t["b"], c=t["c"], p_value=t["p_value"])
+    per_seed = [{"seed": s, **{k: v for k, v in metrics.mcnemar_exact(x["correct"], y["correct"]).items()
+                               if k in ("b", "c", "p_value")}} for s, x, y in zip(seeds, ea, eb)]
+    return dict(out, b=t["b"], c=t["c"], p_value=t["p_value"], per_seed=per_seed)
 
 
 def decide(tests: list[dict[str, Any]], direction: str) -> tuple[str, str]:
@@ -199,7 +211,12 @@ def decide(tests: list[dict[str, Any]], direction: str) -> tuple[str, str]:
         return OPEN, "no difference detected; a test that does not reject cannot show equality"
     if any(s and t["b"] < t["c"] for s, t in zip(sig, tests)):
         return FAILS, f"rejects (p < {ALPHA}) in the opposite direction on some data set"
+    against = [f"{t.get('dataset', '')} seed {s['seed']}".strip() for t in tests for s in t.get("per_seed") or []
+               if len(t["per_seed"]) > 1 and s["p_value"] < ALPHA and s["b"] < s["c"]]
     if all(s and t["b"] > t["c"] for s, t in zip(sig, tests)):
+        if against:
+            return OPEN, (f"the pooled test rejects in the claimed direction, but the seeds disagree: "
+                          f"{', '.join(against)} alone rejects (p < {ALPHA}) in the opposite direction")
         return HOLDS, f"rejects (p < {ALPHA}) in the claimed direction on every data set"
     return OPEN, f"does not reject (p >= {ALPHA}) on some data set"
 
@@ -294,13 +311,13 @@ def verdict_lines(vs: list[dict[str, Any]]) -> list[str]:
                   f"**{v['verdict']}**\n", f"{v['reason']}.\n"]
         if not v["tests"]:
             continue
-        lines += ["| data set | A | B | metric | seeds | pairs | acc A [95 %] | acc B [95 %] | b | c | p |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| data set | A | B | metric | seeds | pairs | acc A [95 %] | acc B [95 %] | b | c | p | "
+                  "per seed b:c (p) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for t in v["tests"]:
             ca = {"acc": t["acc_a"], "ci95": t["ci95_a"]}
             cb = {"acc": t["acc_b"], "ci95": t["ci95_b"]}
-            stat = ("- | - | no per-example results" if t["missing"] else
-                    f"{t['b']} | {t['c']} | {t['p_value']:.3g}")
+            stat = ("- | - | no per-example results | -" if t["missing"] else
+                    f"{t['b']} | {t['c']} | {t['p_value']:.3g} | {fmt_per_seed(t)}")
             lines.append(f"| {t['dataset']} | {t['run_a']} | {t['run_b']} | {t['metric']} | "
                          f"{','.join(map(str, t['seeds']))} | {t['n']} | {fmt_ci(ca)} | {fmt_ci(cb)} | {stat}"
                          + (f" ({t['note']})" if t["note"] else "") + " |")

@@ -169,9 +169,32 @@ def test_paired_test_counts_discordant_pairs_pooled_over_seeds(verdicts, tmp_pat
     assert t["p_value"] == pytest.approx(2 / 2 ** 10)
     assert (t["acc_a"], t["acc_b"]) == (pytest.approx(16 / 20), pytest.approx(6 / 20))
     assert t["ci95_a"] == pytest.approx(list(verdicts.metrics.binomial_interval(16, 20)))
+    assert t["per_seed"] == [{"seed": s, "b": 5, "c": 0, "p_value": pytest.approx(0.0625)} for s in (0, 1)]
+    assert verdicts.fmt_per_seed(t) == "s0 5:0 (0.062); s1 5:0 (0.062)"
     one = verdicts.paired_test({0: runs["poisson_T4"][0]}, {0: runs["direct_T4"][0]}, "worst")
     assert (one["b"], one["c"], one["p_value"]) == (5, 0, pytest.approx(0.0625))
+    assert verdicts.fmt_per_seed(one) == "-"
     assert verdicts.paired_test(runs["poisson_T4"], runs["direct_T4"], "square@8") is None
+
+
+def test_a_seed_that_rejects_the_other_way_makes_a_pooled_holds_inconclusive(verdicts, tmp_path):
+    """Seed 0: b = 20, c = 0; seed 1: b = 0, c = 7 (alone p = 2 / 2^7 = 0.016, the other
+    way). Pooled b = 20, c = 7: p = 2 P(Bin(27, 1/2) >= 20) = 0.019 < 0.05 with b > c, which
+    alone would be "holds"; the seeds disagree, so it is inconclusive."""
+    import scipy.stats
+    for seed, (b, c) in enumerate([(20, 0), (0, 7)]):
+        a_s, b_s = _pair(4, b, c, 3 + (20 - b) + (7 - c))        # 34 images each seed
+        _write_run(tmp_path, "poisson_T4", seed, a_s)
+        _write_run(tmp_path, "direct_T4", seed, b_s)
+    ds = {"d": {"runs": verdicts.load_runs(str(tmp_path), _sweep("poisson_T4", "direct_T4", seeds=(0, 1))),
+                "meta": META, "matched": 0.3}}
+    v, = verdicts.verdicts(ds, (verdicts.Claim("x", "Poisson vs direct", "poisson_T4", "direct_T4", "worst"),))
+    t = v["tests"][0]
+    assert (t["b"], t["c"]) == (20, 7)
+    assert t["p_value"] == pytest.approx(scipy.stats.binomtest(20, 27, 0.5).pvalue) and t["p_value"] < 0.05
+    assert [(s["b"], s["c"]) for s in t["per_seed"]] == [(20, 0), (0, 7)]
+    assert t["per_seed"][1]["p_value"] == pytest.approx(2 / 2 ** 7)
+    assert v["verdict"] == "inconclusive" and "d seed 1 alone rejects" in v["reason"]
 
 
 @pytest.mark.parametrize("cells,direction,verdict", [
@@ -336,7 +359,7 @@ def test_controlled_comparisons_pair_attacks_and_certificates(tmp_path):
     assert "STALE" not in text and "\nmiddle\n" in text and text.endswith("<!-- /controlled-verdicts -->\nend\n")
     # clean 20/20 (Clopper-Pearson lower 0.025 ** (1/20) = 0.832); worst case 13/20 (_pair)
     assert "| RSC-I sigma 0.2 | 0 | 1.000 [0.832, 1.000] |" in text and "| 0.650 [0.408, 0.846] |" in text
-    assert "| c1 | RSC-I (sigma 0.2) more robust than the Poisson SNN (worst" in text and "| 9 | 1 | 0.021 | **holds** |" in text
+    assert "| c1 | RSC-I (sigma 0.2) more robust than the Poisson SNN (worst" in text and "| 9 | 1 | 0.021 | - | **holds** |" in text
     assert "| c5 |" in text and "(not run) |" in text
     # a missing marker: one line, the file untouched
     res.write_text("no markers\n")
