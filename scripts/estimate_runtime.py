@@ -479,7 +479,20 @@ def main(argv: list[str] | None = None) -> int:
             overrides[k] = v
     t0 = time.time()
     results = []
-    for name in [c for c in args.configs.split(",") if c]:
+    names = [c for c in args.configs.split(",") if c]
+    for name in names:        # before any lowering: one line for a config or data set it cannot size
+        try:
+            ds_name = config.from_file(name).dataset.name
+        except FileNotFoundError as e:
+            sized = [c for c in config.config_names() if config.from_file(c).dataset.name in SPLITS]
+            print(f"error: --configs={name}: {e}; allowed: {', '.join(sized)}", file=sys.stderr)
+            return 2
+        if ds_name not in SPLITS:
+            print(f"error: --configs={name}: data set {ds_name!r} is not one the estimator sizes; allowed: "
+                  f"configs on {sorted(SPLITS)} (the full data sets; e.g. {','.join(PAPER_CONFIGS[:2])})",
+                  file=sys.stderr)
+            return 2
+    for name in names:
         r = estimate(name, overrides)
         if args.memory:
             r["memory_proxy"] = memory_proxy(name)

@@ -50,3 +50,13 @@ def test_rand_preset_attack_budget_by_hand(name):
     assert len(square) == 1 and square[0]["fwd"] == 5000 * 2 * 4 + cfg.attack.judge_draws
     assert ac["convergence"] == {"examples": 64, "grad": 200 * (1 + 5 + 20 + 50),
                                  "fwd": 4 * 4 * cfg.attack.judge_draws}
+
+
+def test_estimator_refuses_a_data_set_it_cannot_size_in_one_line(capsys):
+    est = load_script("estimate_runtime")
+    assert est.main(["--configs=digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--configs=digits: data set 'digits' is not one the estimator sizes" in err
+    assert est.main(["--configs=nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--configs=nope:" in err and "no such file" in err and "cifar10_vgg11" in err
