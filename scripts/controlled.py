@@ -119,7 +119,6 @@ LABELS = {"direct_T4": "direct SNN", "poisson_T4": "Poisson SNN", "rsc1_sigma0.1
           "ann_gauss_sigma0.2": "ANN, Gaussian noise 0.2, smoothed", "ann_poisson": "ANN on Poisson coding"}
 HEADLINE = (("clean_attacked", "clean"), ("apgd-ce@", "APGD-CE"), ("square@", "Square"), ("worst@", "worst"),
             ("cert@0.25", "certified r = 0.25"))
-MARKERS = ("controlled-table", "controlled-verdicts")
 
 
 def collect(root: str, name: str) -> dict[str, Any] | None:
