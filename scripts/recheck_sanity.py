@@ -7,8 +7,9 @@ For each RUN (a training workdir with ``robustness.json``, ``config.json`` and
 ``export/``): the run's own attack config (seed, judge draws, test images, batch size,
 sanity eps and steps) with today's ``attack.sanity_eot`` (or the flags), every other
 attack family off, evaluated by ``evaluators.robustness`` on the same test images and
-judge keys. Its result goes to ``RUN/sanity_recheck/robustness.json`` (nothing of RUN is
-overwritten); one line per run gives the old and the new ``huge-budget`` check.
+judge keys. Its result goes to ``RUN/sanity_recheck/robustness.json`` (nothing the run
+wrote is overwritten; an earlier re-check is); one line per run gives the old and the
+new ``huge-budget`` check.
 
 Why: until 2026-11-30 the sanity PGD drew one coding draw per step and the check read the
 larger of the averaged-logit and the single-draw accuracy, so the noisiest models were
