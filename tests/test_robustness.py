@@ -180,6 +180,7 @@ def test_runner_writes_json_png_and_markdown(run8, setup):
     assert ens["acc_avg"] <= ens["per_variant"]["model"]["acc_avg"] + 1 / 24
     sanity = next(r for r in rows if r["name"] == "sanity-pgd")
     assert sanity["acc_avg"] == 0.0
+    assert sanity["eot"] == config.attack().sanity_eot == 10        # RSC-II coding: stochastic
     # QTE per curve equals metrics.qte of the rows.
     assert set(res["curves"]) == {"fgsm", "pgd", "pgd-l2"}
     for c in res["curves"].values():
