@@ -208,7 +208,7 @@ def headline_blocks(ds: dict[str, Any], vs: list[dict[str, Any]], dataset: str) 
         stat = "- | - | - | -" if t["missing"] else f"{t['b']} | {t['c']} | {t['p_value']:.2g} | {vd.fmt_per_seed(t)}"
         ver.append(f"| {v['id']} | {v['claim']} ({names.get(t['metric'], t['metric'])}) | "
                    f"{','.join(map(str, t['seeds']))} | {t['acc_a']:.3f} | {t['acc_b']:.3f} | {stat} | "
-                   f"**{v['verdict']}**{' (seeds disagree)' if 'seeds disagree' in v['reason'] else ''} |")
+                   f"**{v['verdict']}**{' (seeds disagree)' if vd.SEEDS_DISAGREE in v['reason'] else ''} |")
     return {"controlled-table": "\n".join(table), "controlled-verdicts": "\n".join(ver)}
 
 

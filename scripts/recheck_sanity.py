@@ -19,7 +19,6 @@ flagged by their own gradient noise (docs/RESULTS.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
@@ -29,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ml_collections  # noqa: E402
 
 from rsc_jax import config, export, parallel  # noqa: E402
-from rsc_jax.evaluators import common, masking, robustness  # noqa: E402
+from rsc_jax import report as rreport  # noqa: E402
+from rsc_jax.evaluators import common, robustness  # noqa: E402
 
 OFF = ("fgsm", "l2", "ensemble", "transfer", "transfer_expectation", "poisson_adaptive", "square", "apgd",
        "convergence", "gradient_check", "quick")
@@ -55,23 +55,22 @@ def sanity_config(old: dict[str, Any], **overrides: Any) -> ml_collections.Confi
     return c
 
 
-def old_check(report: dict[str, Any]) -> dict[str, Any] | None:
+def huge_budget_check(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``huge-budget`` entry of a robustness result's ``checks`` (None if absent)."""
     return next((c for c in report.get("checks", []) if c["name"] == "huge-budget"), None)
 
 
 def recheck(run: str, *, progress: bool = False, **overrides: Any) -> dict[str, Any]:
     """The new huge-budget check of ``run`` (and the old one), after writing
     ``run/sanity_recheck/robustness.json``."""
-    with open(os.path.join(run, "robustness.json")) as f:
-        report = json.load(f)
+    report = rreport.read_json(os.path.join(run, "robustness.json"))
     cfg = sanity_config(report["config"], **overrides)
     clf = export.load(os.path.join(run, "export"))
     n = int(report["n_examples"])
     x, y, _ = common.run_test_set(clf, os.path.join(run, "config.json"), n)
     res = robustness.run(clf, x, y, cfg, workdir=os.path.join(run, OUT_DIR), mesh=parallel.make_mesh(1),
                          progress=progress, source=os.path.join(run, "export"))
-    new = masking.huge_budget(res["results"], cfg)[0]
-    return {"run": run, "old": old_check(report), "new": new,
+    return {"run": run, "old": huge_budget_check(report), "new": huge_budget_check(res),
             "row": next(r for r in res["results"] if r["name"] == "sanity-pgd")}
 
 

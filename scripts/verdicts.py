@@ -47,6 +47,7 @@ from rsc_jax import metrics, sweep  # noqa: E402
 ALPHA = 0.05
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
 NO_PER_EXAMPLE = "inconclusive (no per-example results; re-run the sweep)"
+SEEDS_DISAGREE = "the seeds disagree"      # in the reason of a pooled "holds" that a seed contradicts
 Entry = dict[str, Any]          # {"k": int, "n": int, "correct": bool array or None, "attacks": list or None}
 
 
@@ -215,7 +216,7 @@ def decide(tests: list[dict[str, Any]], direction: str) -> tuple[str, str]:
                if len(t["per_seed"]) > 1 and s["p_value"] < ALPHA and s["b"] < s["c"]]
     if all(s and t["b"] > t["c"] for s, t in zip(sig, tests)):
         if against:
-            return OPEN, (f"the pooled test rejects in the claimed direction, but the seeds disagree: "
+            return OPEN, (f"the pooled test rejects in the claimed direction, but {SEEDS_DISAGREE}: "
                           f"{', '.join(against)} alone rejects (p < {ALPHA}) in the opposite direction")
         return HOLDS, f"rejects (p < {ALPHA}) in the claimed direction on every data set"
     return OPEN, f"does not reject (p >= {ALPHA}) on some data set"
