@@ -97,7 +97,7 @@ def run_facts(workdir: str) -> dict[str, Any]:
 
 
 def huge_budget(workdir: str) -> str:
-    """The run's huge-budget check in a few words; a re-check by scripts/recheck_sanity.py
+    """The run's huge-budget check in a few words; a re-check by scripts/recheck.py
     (``sanity_recheck/robustness.json``) replaces it and says what it was."""
     def check(rob: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         c = next((c for c in rob.get("checks", []) if c["name"] == "huge-budget"), None)
@@ -110,6 +110,17 @@ def huge_budget(workdir: str) -> str:
     out = f"{c['status']} ({c['acc']:.3f}, EOT-{(row or {}).get('eot', 1)})"
     return out + (f"; rechecked, was {old['status']} ({old['acc']:.3f}, EOT-{(old_row or {}).get('eot', 1)})"
                   if new is not None and old is not None else "")
+
+
+def square_recheck(workdir: str) -> str:
+    """Square re-run with more draws per query by ``scripts/recheck.py --family=square``
+    (``square_recheck/recheck.json``) in a few words: its accuracy, and the run's worst case
+    before and after it is taken in; "-" if not re-checked. The pooled tables above keep
+    the run's own worst case (a re-check of some seeds only would unpair the tests)."""
+    rows = (report.read_json(os.path.join(workdir, "square_recheck", "recheck.json")) or {}).get("rows", [])
+    return "; ".join(f"{s['square']['queries']} x {s['square']['draws']} at {s['eps_255']:.0f}/255: "
+                     f"{s['square']['acc_avg']:.3f}, worst {s['worst_before']:.3f} -> {s['worst_after']:.3f}"
+                     for s in rows) or "-"
 
 
 # docs/RESULTS.md's headline table: run labels, and (column key prefix, header) pairs
@@ -133,7 +144,9 @@ def collect(root: str, name: str) -> dict[str, Any] | None:
         for seed in seeds:
             d = os.path.join(base, f"{run}_seed{seed}")
             seeds[seed].update(read_certified(d))
-            facts.setdefault(run, run_facts(d)).setdefault("huge_budget", {})[seed] = huge_budget(d)
+            f = facts.setdefault(run, run_facts(d))
+            f.setdefault("huge_budget", {})[seed] = huge_budget(d)
+            f.setdefault("square_recheck", {})[seed] = square_recheck(d)
     return {"runs": runs, "facts": facts, "meta": {r: {} for r in runs}, "matched": float("nan")}
 
 
@@ -156,8 +169,10 @@ def markdown(data: dict[str, dict[str, Any]], vs: list[dict[str, Any]]) -> str:
              "intervals; `worst` is per example the worst over every l_inf attack at that eps; `cert@r`: "
              "correct and certified at l2 radius r (not applicable to direct, Poisson and the clean ANN). "
              "Huge-budget checks (PGD at 64/255) written before 2026-11-30 judged the larger of the averaged and "
-             "the single-draw accuracy after one draw per step; `scripts/recheck_sanity.py` re-runs them with "
-             "today's check (averaged accuracy, EOT-10 on stochastic models): \"rechecked, was\" gives the old one.\n"]
+             "the single-draw accuracy after one draw per step; `scripts/recheck.py` re-runs them with "
+             "today's check (averaged accuracy, EOT-10 on stochastic models): \"rechecked, was\" gives the old one. "
+             "`scripts/recheck.py --family=square` re-runs Square with more draws per query (queries x draws); its "
+             "column gives the run's worst case before and after taking it in (not in the pooled tables).\n"]
     for d, ds in data.items():
         f0 = next(iter(ds["facts"].values()))
         lines += [f"## {d}\n",
@@ -166,12 +181,14 @@ def markdown(data: dict[str, dict[str, Any]], vs: list[dict[str, Any]]) -> str:
         ints = vd.intervals(ds["runs"])
         lines += vd.interval_table(ints, columns(ds["runs"])) + [""]
         lines += ["| run | seeds | convergence checks | huge-budget check (accuracy judged, EOT draws per step) | "
-                  "certification (n, alpha, images) | largest certifiable radius |", "|---|---|---|---|---|---|"]
+                  "Square re-check | certification (n, alpha, images) | largest certifiable radius |",
+                  "|---|---|---|---|---|---|---|"]
         for run, f in ds["facts"].items():
             c = f["certify"]
             hb = "; ".join(f"s{s}: {v}" for s, v in sorted(f.get("huge_budget", {}).items()))
+            sq = "; ".join(f"s{s}: {v}" for s, v in sorted(f.get("square_recheck", {}).items()) if v != "-")
             lines.append(f"| {run} | {','.join(map(str, sorted(ds['runs'][run])))} | {f['convergence'] or '-'} | "
-                         f"{hb or '-'} | "
+                         f"{hb or '-'} | {sq or '-'} | "
                          + (f"{c['n']:,}, {c['alpha']:g}, {c['num_examples']}" if c else "-") + " | "
                          + (f"{f['max_certifiable_radius']:.3f}" if f["max_certifiable_radius"] else "-") + " |")
         lines.append("")

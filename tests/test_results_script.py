@@ -325,7 +325,7 @@ def test_controlled_comparisons_pair_attacks_and_certificates(tmp_path):
         (root / f"{run}_seed0" / "certify.jsonl").write_text("".join(
             json.dumps({"radius": r, "correct": i != 0 or run.startswith("rsc1")}) + "\n"
             for i, r in enumerate(radii)))
-    # a huge-budget check, and its re-check by scripts/recheck_sanity.py
+    # a huge-budget check, and its re-check by scripts/recheck.py
     rob = root / "rsc1_sigma0.2_T4_seed0" / "robustness.json"
     sanity = lambda acc, eot, status: ({"name": "huge-budget", "status": status, "acc": acc},
                                        {"name": "sanity-pgd", "eot": eot, "eps": 64 / 255, "norm": "linf"})
@@ -334,9 +334,16 @@ def test_controlled_comparisons_pair_attacks_and_certificates(tmp_path):
     (rob.parent / "sanity_recheck").mkdir()
     c2, r2 = sanity(0.0, 10, "pass")
     (rob.parent / "sanity_recheck" / "robustness.json").write_text(json.dumps({"checks": [c2], "results": [r2]}))
+    # a Square re-check (scripts/recheck.py --family=square)
+    (rob.parent / "square_recheck").mkdir()
+    (rob.parent / "square_recheck" / "recheck.json").write_text(json.dumps({"rows": [
+        {"eps_255": 32.0, "square": {"queries": 5000, "draws": 4, "acc_avg": 0.85},
+         "worst_before": 0.4, "worst_after": 0.35}]}))
     assert ctl.main(["--sweeps", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "controlled.md").read_text()
-    assert "| s0: pass (0.000, EOT-10); rechecked, was FLAG (0.063, EOT-1) |" in md
+    assert ("| s0: pass (0.000, EOT-10); rechecked, was FLAG (0.063, EOT-1) | "
+            "s0: 5000 x 4 at 32/255: 0.850, worst 0.400 -> 0.350 |") in md
+    assert "| poisson_T4 | 0 | - | s0: - | - | - | - |" in md     # no checks, no Square re-check, not certified
     vs = {v["id"]: v for v in json.loads((tmp_path / "out" / "controlled.json").read_text())["verdicts"]}
     t = vs["c1"]["tests"][0]
     assert (t["b"], t["c"]) == (9, 1) and t["p_value"] == pytest.approx(22 / 1024)
