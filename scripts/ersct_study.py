@@ -3,6 +3,7 @@ r"""E-RSCT against plain RSC training from the same initialisation, with its abl
     python scripts/ersct_study.py --config=configs/digits.py --target=0.9 --out=runs/ersct_digits.json
     python scripts/ersct_study.py --config=configs/mnist_subset.py --target=0.95 --out=runs/ersct_mnist.json
     python scripts/ersct_study.py --config=configs/digits.py --arms=plain_teacher_init,ersct --steps=100
+    python scripts/ersct_study.py --pool runs/ersct/digits_seed0.json runs/ersct/digits_seed1.json ...
 
 For one data set, with the same seed, batch order, coding noise, sigma, T, optimiser and
 number of steps in every arm:
@@ -49,6 +50,11 @@ JSON: ``runs[arm]`` keeps the keys ``scripts/results.py`` reads (``curve`` with 
 ``train_seconds``, ``clean_accuracy``; ``reached``; ``final_clean_accuracy``;
 ``pgd7_accuracy``; ``train_seconds``) and adds the intervals, the correctness strings
 and the arm's loss settings; ``comparisons`` and ``steps_to_target`` hold the tests.
+
+``--pool`` runs nothing: it reads study JSONs of one data set and different seeds and
+prints each comparison pooled over the seeds (``pooled``: ``verdicts.paired_test`` on the
+concatenated correctness, each seed's own test beside it, ``verdicts.decide``'s rules, so
+a seed that rejects the other way makes a pooled "holds" inconclusive).
 
 Timings are wall-clock on whatever machine runs it (here: 2 shared CPU cores), compile
 excluded (``first_step_seconds``); compare runs of one invocation only.
@@ -253,6 +259,45 @@ def steps_to_target(runs: dict[str, dict[str, Any]], target: float, a: str = "er
     return dict(out, at_step=at, test=t, verdict=t["verdict"])
 
 
+def pooled(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every ``COMPARISONS`` entry whose arms ran in each study, on final clean and PGD-7
+    accuracy, pooled over the studies (one per seed; ValueError if two share a seed or
+    differ in data set): ``verdicts.paired_test`` (its b, c, p_value, per_seed) with
+    ``arm_a``, ``arm_b`` and the verdict of ``verdicts.decide`` for "A > B"."""
+    seeds = [s["seed"] for s in studies]
+    if len(set(seeds)) != len(seeds) or len({s["config"] for s in studies}) != 1:
+        raise ValueError(f"--pool needs one study per seed of one config; got seeds {seeds} of "
+                         f"{sorted({s['config'] for s in studies})}")
+
+    def arm(name: str) -> dict[int, dict[str, vd.Entry]]:
+        return {s["seed"]: {m: vd.entry(s["runs"][name][f"{f}_accuracy"], len(s["runs"][name][f"{f}_correct"]),
+                                        s["runs"][name][f"{f}_correct"])
+                            for m, f in (("clean", "final_clean"), ("pgd7", "pgd7"))} for s in studies}
+    out = []
+    for name, (a, b, claim, note) in COMPARISONS.items():
+        if not all(a in s["runs"] and b in s["runs"] for s in studies):
+            continue
+        for m in ("clean", "pgd7"):
+            t = vd.paired_test(arm(a), arm(b), m)
+            out.append(dict(t, comparison=name, arm_a=a, arm_b=b, claim=claim, note=note,
+                            verdict=vd.decide([t], ">")[0]))
+    return out
+
+
+def pooled_markdown(studies: list[dict[str, Any]]) -> str:
+    lines = [f"| comparison (A vs B) | metric | seeds | acc A | acc B | b (A only) | c (B only) | McNemar p | "
+             f"per seed b:c (p) | verdict (A more accurate) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for t in pooled(studies):
+        lines.append(f"| {t['arm_a']} vs {t['arm_b']} | {t['metric']} | {','.join(map(str, t['seeds']))} | "
+                     f"{t['acc_a']:.4f} | {t['acc_b']:.4f} | {t['b']} | {t['c']} | {t['p_value']:.2g} | "
+                     f"{vd.fmt_per_seed(t)} | {t['verdict']} |")
+    steps = [(s["seed"], s.get("steps_to_target")) for s in studies]
+    lines += ["", "Steps to the target (" + "; ".join(
+        f"seed {seed}: {st['a']} {st['a_step']}, {st['b']} {st['b_step']}, {st['verdict']}"
+        for seed, st in steps if st) + ")"]
+    return "\n".join(lines)
+
+
 def arm_configs(cfg, arms: list[str]):
     """``{arm: config}``: the study config with distillation on/off and the arm's
     overrides of ``config.distill`` (alpha, beta); teacher-initialised arms set
@@ -368,7 +413,19 @@ def main() -> None:
     ap.add_argument("--attack_examples", type=int, default=500)
     ap.add_argument("--seed", type=int, default=-1, help="override the config's seed (-1 = config's)")
     ap.add_argument("--out", default="")
+    ap.add_argument("--pool", nargs="+", default=None, metavar="JSON",
+                    help="run nothing: pool these study JSONs (one per seed) and print the comparisons")
     a = ap.parse_args()
+    if a.pool:
+        studies = []
+        for path in a.pool:
+            with open(path) as f:
+                studies.append(json.load(f))
+        try:
+            print(pooled_markdown(studies))
+        except ValueError as e:
+            raise SystemExit(str(e))
+        return
 
     cfg = load_config(a.config)
     if a.seed >= 0:

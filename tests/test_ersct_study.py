@@ -126,3 +126,37 @@ def test_ersct_study_verdict_rule_and_arm_subsets():
     assert study.stays_from(curve[:3], 0.9) is None
     with pytest.raises(ValueError, match="not arms of this study"):
         study.run_study(tiny_digits_config(), arms=["ersct", "both"])
+
+
+def _study(seed, ersct, plain, config="configs/digits.py"):
+    """A study JSON with two arms whose final clean and PGD-7 correctness are the strings given."""
+    arm = lambda s: {"final_clean_accuracy": s.count("1") / len(s), "final_clean_correct": s,
+                     "pgd7_accuracy": s.count("1") / len(s), "pgd7_correct": s}
+    return {"seed": seed, "config": config, "runs": {"ersct": arm(ersct), "plain_teacher_init": arm(plain)},
+            "steps_to_target": {"a": "ersct", "b": "plain_teacher_init", "a_step": 10, "b_step": 20,
+                                "verdict": "inconclusive"}}
+
+
+def test_pooled_over_seeds_against_scipy_and_a_seed_that_disagrees():
+    # seed 0: E-RSCT alone right on 9 images, plain on 1; seed 1: 8 against 0 (20 images each)
+    s0 = _study(0, "1" * 9 + "0" + "1" * 10, "0" * 9 + "1" + "1" * 10)
+    s1 = _study(1, "1" * 8 + "1" * 12, "0" * 8 + "1" * 12)
+    clean, pgd7 = study.pooled([s0, s1])
+    assert (clean["arm_a"], clean["arm_b"], clean["metric"], clean["seeds"]) == ("ersct", "plain_teacher_init",
+                                                                                 "clean", [0, 1])
+    assert (clean["b"], clean["c"]) == (17, 1)
+    assert clean["p_value"] == pytest.approx(scipy.stats.binomtest(1, 18).pvalue)
+    assert [(p["b"], p["c"]) for p in clean["per_seed"]] == [(9, 1), (8, 0)]
+    assert clean["verdict"] == "holds" and pgd7["verdict"] == "holds"
+    md = study.pooled_markdown([s0, s1])
+    assert "| ersct vs plain_teacher_init | clean | 0,1 | 0.9750 | 0.5750 | 17 | 1 |" in md
+    assert "s0 9:1 (0.021); s1 8:0 (0.0078)" in md and "seed 1: ersct 10, plain_teacher_init 20" in md
+    # seeds 0 and 1 at 15:0, seed 2 at 0:6 (p = 2 / 64 = 0.03): pooled 30:6 rejects in the
+    # claimed direction, but a seed rejects the other way -> inconclusive
+    strong = [_study(k, "1" * 15 + "1" * 5, "0" * 15 + "1" * 5) for k in (0, 1)]
+    t = study.pooled(strong + [_study(2, "0" * 6 + "1" * 14, "1" * 20)])[0]
+    assert (t["b"], t["c"], t["per_seed"][2]["c"]) == (30, 6, 6) and t["p_value"] < 0.05
+    assert t["per_seed"][2]["p_value"] == pytest.approx(2 / 64)
+    assert t["verdict"] == "inconclusive"
+    with pytest.raises(ValueError, match="one study per seed of one config; got seeds \\[0, 0\\]"):
+        study.pooled([s0, s0])
