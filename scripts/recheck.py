@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="square: coding draws per query")
     p.add_argument("--square_queries", type=int, default=None, help="square: queries (default: the run's)")
     p.add_argument("--markdown", action="store_true", help="square: also print Markdown table rows")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     a = p.parse_args(argv)
     if a.family not in FAMILIES:
         print(f"--family={a.family}: must be one of {', '.join(FAMILIES)}", file=sys.stderr)
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     over = {k: ints[k] for k in own if ints[k] is not None}
     done = []
     for run in a.runs:
-        done.append(recheck(run, a.family, **over))
+        done.append(recheck(run, a.family, progress=a.progress, **over))
         print(line(done[-1]), flush=True)
     if a.markdown and a.family == "square":
         print("| run | eps | the run's Square (queries x draws) | re-check | worst case | with the re-check | "
