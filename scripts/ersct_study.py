@@ -266,7 +266,7 @@ def pooled(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ``arm_a``, ``arm_b`` and the verdict of ``verdicts.decide`` for "A > B"."""
     seeds = [s["seed"] for s in studies]
     if len(set(seeds)) != len(seeds) or len({s["config"] for s in studies}) != 1:
-        raise ValueError(f"--pool needs one study per seed of one config; got seeds {seeds} of "
+        raise ValueError(f"need one study per seed of one config; got seeds {seeds} of "
                          f"{sorted({s['config'] for s in studies})}")
 
     def arm(name: str) -> dict[int, dict[str, vd.Entry]]:
@@ -285,8 +285,8 @@ def pooled(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def pooled_markdown(studies: list[dict[str, Any]]) -> str:
-    lines = [f"| comparison (A vs B) | metric | seeds | acc A | acc B | b (A only) | c (B only) | McNemar p | "
-             f"per seed b:c (p) | verdict (A more accurate) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| comparison (A vs B) | metric | seeds | acc A | acc B | b (A only) | c (B only) | McNemar p | "
+             "per seed b:c (p) | verdict (A more accurate) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for t in pooled(studies):
         lines.append(f"| {t['arm_a']} vs {t['arm_b']} | {t['metric']} | {','.join(map(str, t['seeds']))} | "
                      f"{t['acc_a']:.4f} | {t['acc_b']:.4f} | {t['b']} | {t['c']} | {t['p_value']:.2g} | "
@@ -419,12 +419,17 @@ def main() -> None:
     if a.pool:
         studies = []
         for path in a.pool:
-            with open(path) as f:
-                studies.append(json.load(f))
+            try:
+                with open(path) as f:
+                    studies.append(json.load(f))
+            except (OSError, ValueError) as e:
+                raise SystemExit(f"--pool: cannot read {path}: {e}")
         try:
             print(pooled_markdown(studies))
+        except KeyError as e:
+            raise SystemExit(f"--pool: a study JSON lacks the field {e}; pass the --out files of this script")
         except ValueError as e:
-            raise SystemExit(str(e))
+            raise SystemExit(f"--pool: {e}")
         return
 
     cfg = load_config(a.config)

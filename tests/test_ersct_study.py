@@ -5,6 +5,7 @@ on a tiny digits run."""
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -158,5 +159,15 @@ def test_pooled_over_seeds_against_scipy_and_a_seed_that_disagrees():
     assert (t["b"], t["c"], t["per_seed"][2]["c"]) == (30, 6, 6) and t["p_value"] < 0.05
     assert t["per_seed"][2]["p_value"] == pytest.approx(2 / 64)
     assert t["verdict"] == "inconclusive"
-    with pytest.raises(ValueError, match="one study per seed of one config; got seeds \\[0, 0\\]"):
+    with pytest.raises(ValueError, match="need one study per seed of one config; got seeds \\[0, 0\\]"):
         study.pooled([s0, s0])
+
+
+def test_pool_refuses_in_one_line(tmp_path, monkeypatch):
+    missing, bad = tmp_path / "missing.json", tmp_path / "bad.json"
+    bad.write_text(json.dumps({"verdicts": []}))
+    for path, says in ((missing, f"--pool: cannot read {missing}: "),
+                       (bad, "--pool: a study JSON lacks the field 'seed'; pass the --out files of this script")):
+        monkeypatch.setattr("sys.argv", ["ersct_study.py", "--pool", str(path)])
+        with pytest.raises(SystemExit, match="^" + re.escape(says)):
+            study.main()
