@@ -104,7 +104,9 @@ def square_summary(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, A
         was = _row(old, "square", w["eps"]) or {}
         out.append({"eps": w["eps"], "eps_255": w["eps_255"], "n_examples": len(union),
                     "square": {k: row[k] for k in ("queries", "draws", "acc_avg", "ci95_avg") if k in row},
-                    "run_square": {k: was[k] for k in ("queries", "draws", "acc_avg") if k in was},
+                    # rows written before Square had draws per query record none: it drew once
+                    "run_square": ({"queries": was.get("queries"), "draws": was.get("draws", 1),
+                                    "acc_avg": was["acc_avg"]} if was else {}),
                     "worst_before": w["acc_avg"], "worst_after": float(np.mean(union)),
                     "ci95_after": metrics.binomial_interval(int(np.sum(union)), len(union)),
                     "fooled_more": int(np.sum(before & ~sq))})
