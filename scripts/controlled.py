@@ -27,11 +27,12 @@ import os
 import sys
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                    # scripts/verdicts.py
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))          # scripts/verdicts.py, recheck.py
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+import recheck as rc  # noqa: E402
 import verdicts as vd  # noqa: E402
 from rsc_jax import config, report  # noqa: E402
 
@@ -100,10 +101,9 @@ def huge_budget(workdir: str) -> str:
     """The run's huge-budget check in a few words; a re-check by scripts/recheck.py
     (``sanity_recheck/robustness.json``) replaces it and says what it was."""
     def check(rob: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        c = next((c for c in rob.get("checks", []) if c["name"] == "huge-budget"), None)
-        return c, next((r for r in rob.get("results", []) if r["name"] == "sanity-pgd"), None)
+        return rc.huge_budget_check(rob), rc.result_row(rob, "sanity-pgd")
     old, old_row = check(report.read_json(os.path.join(workdir, "robustness.json")) or {})
-    new, new_row = check(report.read_json(os.path.join(workdir, "sanity_recheck", "robustness.json")) or {})
+    new, new_row = check(report.read_json(os.path.join(workdir, rc.out_dir("sanity"), "robustness.json")) or {})
     if old is None and new is None:
         return "-"
     c, row = (new, new_row) if new is not None else (old, old_row)
@@ -117,7 +117,7 @@ def square_recheck(workdir: str) -> str:
     (``square_recheck/recheck.json``) in a few words: its accuracy, and the run's worst case
     before and after it is taken in; "-" if not re-checked. The pooled tables above keep
     the run's own worst case (a re-check of some seeds only would unpair the tests)."""
-    rows = (report.read_json(os.path.join(workdir, "square_recheck", "recheck.json")) or {}).get("rows", [])
+    rows = (report.read_json(os.path.join(workdir, rc.out_dir("square"), rc.SUMMARY)) or {}).get("rows", [])
     return "; ".join(f"{s['square']['queries']} x {s['square']['draws']} at {s['eps_255']:.0f}/255: "
                      f"{s['square']['acc_avg']:.3f}, worst {s['worst_before']:.3f} -> {s['worst_after']:.3f}"
                      for s in rows) or "-"

@@ -273,12 +273,14 @@ def pooled(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return {s["seed"]: {m: vd.entry(s["runs"][name][f"{f}_accuracy"], len(s["runs"][name][f"{f}_correct"]),
                                         s["runs"][name][f"{f}_correct"])
                             for m, f in (("clean", "final_clean"), ("pgd7", "pgd7"))} for s in studies}
+    ran = {x for a, b, _, _ in COMPARISONS.values() for x in (a, b) if all(x in s["runs"] for s in studies)}
+    arms = {name: arm(name) for name in ran}
     out = []
     for name, (a, b, claim, note) in COMPARISONS.items():
-        if not all(a in s["runs"] and b in s["runs"] for s in studies):
+        if a not in arms or b not in arms:
             continue
         for m in ("clean", "pgd7"):
-            t = vd.paired_test(arm(a), arm(b), m)
+            t = vd.paired_test(arms[a], arms[b], m)
             out.append(dict(t, comparison=name, arm_a=a, arm_b=b, claim=claim, note=note,
                             verdict=vd.decide([t], ">")[0]))
     return out

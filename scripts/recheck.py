@@ -33,7 +33,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,10 +47,18 @@ from rsc_jax.evaluators import common, robustness  # noqa: E402
 OFF = ("fgsm", "l2", "ensemble", "transfer", "transfer_expectation", "poisson_adaptive", "square", "apgd",
        "convergence", "gradient_check", "quick", "sanity")
 KEEP = ("seed", "judge_draws", "num_examples", "batch_size", "random_start", "common_random_numbers", "eot")
-# family -> (the run's own fields it keeps, whether its rows are at the strong eps)
-FAMILIES: dict[str, tuple[tuple[str, ...], bool]] = {
-    "sanity": (("sanity_eps", "sanity_steps", "sanity_max_acc"), False),
-    "square": (("square_queries", "square_p_init"), True),
+SUMMARY = "recheck.json"         # the Square re-check's summary, in RUN/square_recheck/
+
+
+class Family(NamedTuple):
+    keep: tuple[str, ...]      # the run's own attack fields it keeps
+    at_strong: bool            # whether its rows are at the run's strong eps
+    flags: tuple[str, ...]     # the attack fields the command line may set for it
+
+
+FAMILIES: dict[str, Family] = {
+    "sanity": Family(("sanity_eps", "sanity_steps", "sanity_max_acc"), False, ("sanity_eot", "sanity_steps")),
+    "square": Family(("square_queries", "square_p_init"), True, ("square_draws", "square_queries")),
 }
 
 
@@ -63,16 +71,16 @@ def recheck_config(old: dict[str, Any], family: str, **overrides: Any) -> ml_col
     on, every other family in ``OFF`` off, the l_inf grid cut to (0, 1/255) (its PGD-7 row
     is the price of the evaluator's clean row), the run's strong eps only where the family
     attacks there; then ``overrides`` (e.g. sanity_eot, square_draws)."""
-    own, at_strong = FAMILIES[family]
+    fam = FAMILIES[family]
     c = config.attack()
-    for k in KEEP + own + (("strong_eps",) if at_strong else ()):
+    for k in KEEP + fam.keep + (("strong_eps",) if fam.at_strong else ()):
         if k in old:
             c[k] = tuple(old[k]) if isinstance(old[k], list) else old[k]
     for k in OFF:
         c[k] = False
     c[family] = True
     c.eps_grid = (0.0, 1 / 255)
-    if not at_strong:
+    if not fam.at_strong:
         c.strong_eps = ()
     for k, v in overrides.items():
         c[k] = v
@@ -84,7 +92,8 @@ def huge_budget_check(report: dict[str, Any]) -> dict[str, Any] | None:
     return next((c for c in report.get("checks", []) if c["name"] == "huge-budget"), None)
 
 
-def _row(report: dict[str, Any], name: str, eps: float | None = None) -> dict[str, Any] | None:
+def result_row(report: dict[str, Any], name: str, eps: float | None = None) -> dict[str, Any] | None:
+    """The first row of a robustness result named ``name`` (at ``eps`` if given), or None."""
     return next((r for r in report.get("results", []) if r["name"] == name
                  and (eps is None or abs(r["eps"] - eps) < 1e-9)), None)
 
@@ -96,12 +105,12 @@ def square_summary(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, A
     only the new Square breaks (so the worst case falls by fooled_more / n)."""
     out = []
     for w in old.get("worst_case", []):
-        row = _row(new, "square", w["eps"])
+        row = result_row(new, "square", w["eps"])
         if row is None or "correct_avg" not in w:
             continue
         before, sq = metrics.unpack_correct(w["correct_avg"]), metrics.unpack_correct(row["correct_avg"])
         union = before & sq
-        was = _row(old, "square", w["eps"]) or {}
+        was = result_row(old, "square", w["eps"]) or {}
         out.append({"eps": w["eps"], "eps_255": w["eps_255"], "n_examples": len(union),
                     "square": {k: row[k] for k in ("queries", "draws", "acc_avg", "ci95_avg") if k in row},
                     # rows written before Square had draws per query record none: it drew once
@@ -125,9 +134,9 @@ def recheck(run: str, family: str = "sanity", *, progress: bool = False, **overr
                          source=os.path.join(run, "export"))
     if family == "sanity":
         return {"run": run, "family": family, "old": huge_budget_check(report), "new": huge_budget_check(res),
-                "row": _row(res, "sanity-pgd")}
+                "row": result_row(res, "sanity-pgd")}
     out = {"run": run, "family": family, "rows": square_summary(report, res)}
-    with open(os.path.join(where, "recheck.json"), "w") as f:
+    with open(os.path.join(where, SUMMARY), "w") as f:
         json.dump(out, f, indent=1)
     return out
 
@@ -195,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"{run}: not a finished run (missing {', '.join(missing)})", file=sys.stderr)
             return 1
-    own = {"sanity": ("sanity_eot", "sanity_steps"), "square": ("square_draws", "square_queries")}[a.family]
-    over = {k: ints[k] for k in own if ints[k] is not None}
+    over = {k: ints[k] for k in FAMILIES[a.family].flags if ints[k] is not None}
     done = []
     for run in a.runs:
         done.append(recheck(run, a.family, progress=a.progress, **over))
