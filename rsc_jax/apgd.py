@@ -14,16 +14,27 @@ The step size starts at eta = 2 eps and is halved at checkpoints (``checkpoints`
 0.22 N iterations, then intervals shrinking by 0.03 N down to 0.06 N) where either
 (1) the loss rose in at most rho = 0.75 of the steps since the last checkpoint, or
 (2) the step size was not halved at the last checkpoint and the best loss did not
-improve since; a halving restarts from the best point (with zero momentum: ours; the
-reference code keeps the last step's). The attack returns, per example,
-the point of highest loss over the iterations and the restarts (the best iterate).
+improve since; a halving restarts from the point of highest loss (with zero momentum:
+ours; the reference code keeps the last step's).
+
+The attack returns, per example, the iterate (over the steps and the restarts) whose
+logits averaged over that step's K draws have the lowest margin z_y - max_{i != y} z_i:
+the deployed decision function of a randomized classifier is the argmax of its
+draw-averaged logits (``judging.judge``), so the returned point is chosen on it, not on
+the loss the steps follow (ours; the reference code returns the point of highest loss,
+or the first single-draw-misclassified one). For a deterministic model (all draws
+equal) a point of negative margin is misclassified.
 
 Losses (``loss``): ``"ce"`` (cross-entropy), ``"dlr"`` (difference of logits ratio,
 -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3), needs >= 3 classes), ``"dlr-targeted"``
 (-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2), target t = the ``target_rank``-th
-largest other logit of the clean input, needs >= 4 classes). With ``expected=True`` the
-objective is the loss of the softmax averaged over the K draws (the expectation the
-judge measures: cross-entropy only) instead of the average of the K losses.
+largest other logit of the clean input, needs >= 4 classes), each averaged over the K
+draws; ``"margin"`` (ours): the negative margin of the K-averaged logits,
+-(zbar_y - max_{i != y} zbar_i), zbar = (1/K) sum_j z^(j), the decision function
+itself; its gradient is the mean of the K per-draw gradients of z_j* - z_y with j* the
+runner-up of zbar (found by a forward pass over the K draws first: K forwards more per
+step). With ``expected=True`` the objective is the loss of the softmax averaged over
+the K draws (cross-entropy only) instead of the average of the K losses.
 
 Keys and loops follow ``attacks.pgd``: row b depends only on (keys[b], x[b], y[b]);
 restart r uses ``fold_in(keys[b], 100 + r)``, its random start ``fold_in(., 0)`` and the
@@ -46,7 +57,7 @@ from rsc_jax import attacks, backend, judging, parallel, validation
 from rsc_jax.judging import LogitsFn, fold
 
 Array = jax.Array
-LOSSES: tuple[str, ...] = ("ce", "dlr", "dlr-targeted")
+LOSSES: tuple[str, ...] = ("ce", "dlr", "dlr-targeted", "margin")
 _TINY = 1e-12
 
 
@@ -67,7 +78,7 @@ def checkpoints(steps: int) -> tuple[int, ...]:
 def classes_needed(loss: str) -> int:
     """The fewest classes ``loss`` is defined for: DLR's denominator reads the 3rd largest
     logit, the targeted DLR's the 4th."""
-    return {"ce": 2, "dlr": 3, "dlr-targeted": 4}[loss]
+    return {"ce": 2, "dlr": 3, "dlr-targeted": 4, "margin": 2}[loss]
 
 
 def dlr_loss(logits: Array, y: Array) -> Array:
@@ -102,37 +113,67 @@ def objective(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, loss: str
     Draw j of example b uses ``fold_in(keys[b], j)``. ``expected=False``: the mean over
     draws of the per-draw loss (gradient = mean of per-draw gradients, draws one after
     the other); ``expected=True``: the cross-entropy of the draw-averaged softmax (its
-    backward pass keeps the activations of all K draws: K times the memory).
+    backward pass keeps the activations of all K draws: K times the memory);
+    ``loss="margin"``: the negative margin of the draw-averaged logits (module docstring).
 
     Returns:
       (``[B]`` float32 losses, ``[B, ...]`` float32 gradients).
     """
+    f, g, _ = objective_and_margin(logits_fn, keys, x, y, loss=loss, eot=eot, expected=expected, target=target)
+    return f, g
+
+
+def objective_and_margin(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, loss: str = "ce",
+                         eot: int = 1, expected: bool = False, target: Array | None = None
+                         ) -> tuple[Array, Array, Array]:
+    """``objective`` and, from the same K draws, the ``[B]`` margin of the K-averaged
+    logits (``judging.margin``): what APGD picks its returned iterate on."""
     pe = parallel.per_example(logits_fn)
     tgt = jnp.zeros_like(y) if target is None else target
 
-    def one_draw(xx, j):
-        return _loss(pe(fold(keys, j), xx), y, loss, tgt)
+    def logits(xx, j):
+        return pe(fold(keys, j), xx).astype(jnp.float32)
 
     if expected:
         def total(xx):
-            probs = jax.lax.map(lambda j: jax.nn.softmax(pe(fold(keys, j), xx).astype(jnp.float32)),
-                                jnp.arange(eot)).mean(0)
+            z = jax.lax.map(lambda j: logits(xx, j), jnp.arange(eot))
+            probs = jax.nn.softmax(z, axis=-1).mean(0)
             lv = -jnp.log(jnp.take_along_axis(probs, y[:, None], 1)[:, 0] + _TINY)
-            return lv.sum(), lv
-        (_, lv), g = jax.value_and_grad(total, has_aux=True)(x)
-        return lv, g.astype(jnp.float32)
+            return lv.sum(), (lv, z.mean(0))
+        (_, (lv, zbar)), g = jax.value_and_grad(total, has_aux=True)(x)
+        return lv, g.astype(jnp.float32), judging.margin(zbar, y)
+
+    if loss == "margin":
+        # the runner-up j* of the averaged logits first (K forwards), then the mean of
+        # the per-draw gradients of z_j* - z_y on the same draws
+        zbar = jax.lax.map(lambda j: logits(x, j), jnp.arange(eot)).mean(0)
+        m = judging.margin(zbar, y)
+        other = jnp.where(jax.nn.one_hot(y, zbar.shape[-1], dtype=bool), -jnp.inf, zbar).argmax(-1)
+
+        def draw_loss(xx, j):
+            z = logits(xx, j)
+            pick = lambda c: jnp.take_along_axis(z, c[:, None], 1)[:, 0]   # noqa: E731
+            return pick(other) - pick(y), z
+    else:
+        def draw_loss(xx, j):
+            z = logits(xx, j)
+            return _loss(z, y, loss, tgt), z
 
     def body(acc, j):
-        lsum, gsum = acc
+        lsum, gsum, zsum = acc
         def total(xx):
-            lv = one_draw(xx, j)
-            return lv.sum(), lv
-        (_, lv), g = jax.value_and_grad(total, has_aux=True)(x)
-        return (lsum + lv, gsum + g.astype(jnp.float32)), None
+            lv, z = draw_loss(xx, j)
+            return lv.sum(), (lv, z)
+        (_, (lv, z)), g = jax.value_and_grad(total, has_aux=True)(x)
+        return (lsum + lv, gsum + g.astype(jnp.float32), zsum + z), None
 
-    init = (jnp.zeros(y.shape, jnp.float32), jnp.zeros(x.shape, jnp.float32))
-    (lsum, gsum), _ = jax.lax.scan(body, init, jnp.arange(eot), unroll=backend.should_unroll(None, eot))
-    return lsum / eot, gsum / eot
+    n_cls = jax.eval_shape(lambda xx: logits(xx, 0), x).shape[-1]
+    init = (jnp.zeros(y.shape, jnp.float32), jnp.zeros(x.shape, jnp.float32),
+            jnp.zeros(y.shape + (n_cls,), jnp.float32))
+    (lsum, gsum, zsum), _ = jax.lax.scan(body, init, jnp.arange(eot), unroll=backend.should_unroll(None, eot))
+    if loss == "margin":
+        return -m, gsum / eot, m
+    return lsum / eot, gsum / eot, judging.margin(zsum / eot, y)
 
 
 def _proj(x0: Array, xa: Array, eps: Array, norm: str) -> Array:
@@ -145,23 +186,26 @@ def _bcast(v: Array, like: Array) -> Array:
 
 def _one_restart(logits_fn, keys, x0, y, eps, *, norm, steps, loss, eot, expected, target, rho, alpha,
                  random_start, unroll, snapshots):
-    """One APGD run from its own start; returns (x_best, loss_best, x_last, loss_last, eta,
-    [S, B, ...] best points after each of ``snapshots`` steps)."""
+    """One APGD run from its own start; returns a dict: ``x_pick`` (the iterate of lowest
+    averaged-logit margin), ``m_pick`` (that margin), ``f_pick`` (its loss), ``f_best``
+    (the highest loss reached), ``f_last`` (the loss of the last iterate), ``eta`` and
+    ``snaps`` (``[S, B, ...]`` picked points after each of ``snapshots`` steps)."""
     b = x0.shape[0]
     start = attacks.start_delta(fold(keys, 0), x0, eps, norm) if random_start else jnp.zeros_like(x0)
     x = jnp.clip(x0 + start, 0.0, 1.0)
     grad_keys = fold(keys, 1)
 
     def evaluate(xx, k):
-        return objective(logits_fn, fold(grad_keys, k), xx, y, loss=loss, eot=eot, expected=expected,
-                         target=target)
+        return objective_and_margin(logits_fn, fold(grad_keys, k), xx, y, loss=loss, eot=eot, expected=expected,
+                                    target=target)
 
-    f, g = evaluate(x, 0)
+    f, g, m = evaluate(x, 0)
     marks = checkpoints(steps)
     since = np.zeros(steps + 1, np.int32)         # steps since the previous checkpoint, at a checkpoint (else 0)
     since[list(marks)] = np.diff((0,) + marks)
     state = dict(x=x, x_prev=x, f=f, g=g, x_best=x, f_best=f, g_best=g, eta=jnp.full((b,), 2.0, jnp.float32) * eps,
                  ups=jnp.zeros((b,), jnp.int32), f_best_check=f, halved_check=jnp.zeros((b,), bool),
+                 x_pick=x, m_pick=m, f_pick=f,
                  snaps=jnp.stack([x] * len(snapshots)) if snapshots else jnp.zeros((0,) + x.shape, x.dtype))
     snap_at = jnp.asarray(snapshots or (0,), jnp.int32)
     counts = jnp.asarray(since)
@@ -172,12 +216,15 @@ def _one_restart(logits_fn, keys, x0, y, eps, *, norm, steps, loss, eot, expecte
         eta = _bcast(s["eta"], x0)
         z = _proj(x0, s["x"] + eta * attacks.step_direction(s["g"], norm), eps, norm)
         x_new = _proj(x0, s["x"] + a * (z - s["x"]) + (1.0 - a) * (s["x"] - s["x_prev"]), eps, norm)
-        f_new, g_new = evaluate(x_new, i + 1)
+        f_new, g_new, m_new = evaluate(x_new, i + 1)
         better = f_new > s["f_best"]
-        pick = lambda new, old: jnp.where(_bcast(better, new), new, old)   # noqa: E731
-        s = dict(s, x_prev=s["x"], x=x_new, f=f_new, g=g_new, x_best=pick(x_new, s["x_best"]),
-                 g_best=pick(g_new, s["g_best"]), f_best=jnp.where(better, f_new, s["f_best"]),
-                 ups=s["ups"] + (f_new > s["f"]).astype(jnp.int32))
+        lower = m_new < s["m_pick"]
+        pick = lambda c, new, old: jnp.where(_bcast(c, new), new, old)   # noqa: E731
+        s = dict(s, x_prev=s["x"], x=x_new, f=f_new, g=g_new, x_best=pick(better, x_new, s["x_best"]),
+                 g_best=pick(better, g_new, s["g_best"]), f_best=jnp.where(better, f_new, s["f_best"]),
+                 ups=s["ups"] + (f_new > s["f"]).astype(jnp.int32),
+                 x_pick=pick(lower, x_new, s["x_pick"]), m_pick=jnp.where(lower, m_new, s["m_pick"]),
+                 f_pick=jnp.where(lower, f_new, s["f_pick"]))
         # Checkpoint after step i + 1: halve where the loss rose too rarely, or where the
         # step was kept last time and the best loss has not improved since.
         at = checks[i + 1]
@@ -186,7 +233,7 @@ def _one_restart(logits_fn, keys, x0, y, eps, *, norm, steps, loss, eot, expecte
         halve = at & (osc | stuck)
         back = _bcast(halve, x0)
         if snapshots:
-            s["snaps"] = jnp.where((snap_at == i + 1).reshape((-1,) + (1,) * x0.ndim), s["x_best"][None],
+            s["snaps"] = jnp.where((snap_at == i + 1).reshape((-1,) + (1,) * x0.ndim), s["x_pick"][None],
                                    s["snaps"])
         return dict(s, eta=jnp.where(halve, s["eta"] / 2.0, s["eta"]),
                     x=jnp.where(back, s["x_best"], s["x"]), g=jnp.where(back, s["g_best"], s["g"]),
@@ -195,7 +242,8 @@ def _one_restart(logits_fn, keys, x0, y, eps, *, norm, steps, loss, eot, expecte
                     f_best_check=jnp.where(at, s["f_best"], s["f_best_check"]))
 
     state = jax.lax.fori_loop(0, steps, body, state, unroll=backend.should_unroll(unroll, steps * eot))
-    return state["x_best"], state["f_best"], state["x"], state["f"], state["eta"], state["snaps"]
+    return {"x_pick": state["x_pick"], "m_pick": state["m_pick"], "f_pick": state["f_pick"],
+            "f_best": state["f_best"], "f_last": state["f"], "eta": state["eta"], "snaps": state["snaps"]}
 
 
 def apgd_with_info(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Array = 8 / 255,
@@ -215,13 +263,15 @@ def apgd_with_info(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: 
       rho, alpha: checkpoint threshold and momentum (paper: 0.75, 0.75).
       unroll: as ``attacks.pgd``.
       snapshots: step counts (each in [1, steps], one restart) after which to keep the
-        best point so far (one run gives the attack at several budgets).
+        picked point so far (one run gives the attack at several budgets).
 
     Returns:
-      (``[B, ...]`` best adversarial images, dict of ``[B]`` arrays: ``loss_best`` (the
-      objective at the returned point), ``loss_last`` (at the last iterate of the best
-      restart), ``step_size`` (its final eta), and with ``snapshots`` ``snapshots``
-      ``[S, B, ...]``).
+      (``[B, ...]`` adversarial images: per example the iterate of lowest margin of the
+      K-averaged logits over steps and restarts, dict of ``[B]`` arrays: ``margin`` (that
+      margin, on the K draws of its step), ``loss_at_pick`` (the objective there),
+      ``loss_best`` (the highest objective of the chosen restart), ``loss_last`` (at its
+      last iterate), ``step_size`` (its final eta), and with ``snapshots`` ``snapshots``
+      ``[S, B, ...]`` (the picked point after each of those step counts)).
     """
     snapshots = tuple(int(t) for t in snapshots)
     if snapshots and (restarts != 1 or not all(1 <= t <= steps for t in snapshots)):
@@ -232,6 +282,7 @@ def apgd_with_info(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: 
     validation.check_int("target_rank", target_rank, 1)
     validation.check_number("rho", rho, low=0.0, high=1.0)
     validation.check_number("alpha", alpha, low=0.0, high=1.0)
+    validation.check_choice("norm", norm, attacks.NORMS)
     if expected and loss != "ce":
         raise ValueError(f"expected=True is not allowed with loss={loss!r}; the expected objective is the "
                          "cross-entropy of the draw-averaged softmax")
@@ -250,16 +301,16 @@ def apgd_with_info(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: 
     run = [_one_restart(logits_fn, fold(keys, 100 + r), x32, y, eps, norm=norm, steps=steps, loss=loss, eot=eot,
                         expected=expected, target=target, rho=rho, alpha=alpha, random_start=random_start,
                         unroll=unroll, snapshots=snapshots) for r in range(restarts)]
-    best, f_best, x_last, f_last, eta, snaps = run[0]
-    for xb, fb, xl, fl, e, _ in run[1:]:
-        take = fb > f_best
-        sel = _bcast(take, x32)
-        best, x_last = jnp.where(sel, xb, best), jnp.where(sel, xl, x_last)
-        f_best, f_last, eta = jnp.where(take, fb, f_best), jnp.where(take, fl, f_last), jnp.where(take, e, eta)
+    out = run[0]
+    for other in run[1:]:
+        take = other["m_pick"] < out["m_pick"]
+        out = {k: jnp.where(_bcast(take, v), other[k], v) if k != "snaps" else v for k, v in out.items()}
+    best = out["x_pick"]
     chex.assert_equal_shape((best, x))
-    info = {"loss_best": f_best, "loss_last": f_last, "step_size": eta}
+    info = {"margin": out["m_pick"], "loss_at_pick": out["f_pick"], "loss_best": out["f_best"],
+            "loss_last": out["f_last"], "step_size": out["eta"]}
     if snapshots:
-        info["snapshots"] = snaps.astype(x.dtype)
+        info["snapshots"] = out["snaps"].astype(x.dtype)
     return best.astype(x.dtype), info
 
 
