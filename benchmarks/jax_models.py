@@ -17,14 +17,22 @@ CIFAR = {"name": "bench32", "num_classes": 10, "image_shape": [32, 32, 3],
 DIGITS = {"name": "bench_digits", "num_classes": 10, "image_shape": [8, 8, 1], "mean": [0.3], "std": [0.4]}
 
 
-def classifier(name: str = "vgg11", *, spiking: bool = True, T: int = 4, remat: bool = False,
-               dataset: dict = CIFAR, method: str = "rsc2", sigma: float = 0.2,
-               dtype: str = "float32", seed: int = 0, **neuron: Any) -> rsc_classifier.Classifier:
-    cfg = rsc_classifier.classifier_config(
+def classifier_config(name: str = "vgg11", *, spiking: bool = True, T: int = 4, remat: bool = False,
+                      dataset: dict = CIFAR, method: str = "rsc2", sigma: float = 0.2,
+                      dtype: str = "float32", **neuron: Any) -> dict[str, Any]:
+    """The ``classifier.classifier_config`` of a benchmark model (ANN twins: direct coding, T = 1)."""
+    return rsc_classifier.classifier_config(
         model={"name": name, "spiking": spiking, "overrides": {"remat": remat, "dtype": dtype, **neuron}},
         coding_cfg={"method": method if spiking else "direct", "sigma": sigma if spiking else 0.0,
                     "T": T if spiking else 1},
         dataset=dataset)
+
+
+def classifier(name: str = "vgg11", *, spiking: bool = True, T: int = 4, remat: bool = False,
+               dataset: dict = CIFAR, method: str = "rsc2", sigma: float = 0.2,
+               dtype: str = "float32", seed: int = 0, **neuron: Any) -> rsc_classifier.Classifier:
+    cfg = classifier_config(name, spiking=spiking, T=T, remat=remat, dataset=dataset, method=method, sigma=sigma,
+                            dtype=dtype, **neuron)
     return rsc_classifier.Classifier(cfg, rsc_classifier.init_variables(cfg, jax.random.key(seed)))
 
 

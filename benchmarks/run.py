@@ -7,6 +7,12 @@ vs k*K forward+backward passes), certify (vs n batched forward passes; images/s 
 n = 10,000), data (input pipeline vs training step). Every figure is the median and
 [min-max] of interleaved repetitions in this one process; ratios are per-round.
 Prints a table and writes JSON (``--out``, default benchmarks/results.json).
+
+``--suite=gpu-aot --target=h100|a100-40gb|a100-80gb`` (not part of ``all``) compiles the
+training, APGD and certification programs for a GPU on this machine, without one
+(``benchmarks.gpu_aot``; needs jax's CUDA plugin, else one line says it is skipped);
+it writes its JSON to ``--out`` (default benchmarks/results_gpu_aot_TARGET.json) and a
+Markdown table beside it (.md).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from benchmarks import common, jax_models as jm
 from rsc_jax import backend
 
 SUITES = ("profile", "overhead", "memory", "attack", "certify", "data")
+AOT_SUITES = ("gpu-aot",)      # not in "all": needs jax's CUDA plugin
 ROWS: list[tuple[str, str, str]] = []   # (figure, value, target)
 
 
@@ -273,15 +280,22 @@ def main(argv=None) -> dict:
     p.add_argument("--suite", default="all", help=f"all or a comma list of {SUITES}")
     p.add_argument("--quick", action="store_true", help="fewer repetitions, fewer T values, smaller n")
     p.add_argument("--reps", type=int, default=None)
-    p.add_argument("--out", default="benchmarks/results.json")
+    p.add_argument("--out", default=None, help="JSON output (default benchmarks/results.json; gpu-aot: "
+                                               "benchmarks/results_gpu_aot_TARGET.json)")
+    p.add_argument("--target", default="h100", help="gpu-aot: h100, a100-40gb, a100-80gb or a GpuTargetConfig .txtpb")
+    p.add_argument("--models", default="vgg11,resnet19", help="gpu-aot: comma list of models")
+    p.add_argument("--dtype", default="float32", help="gpu-aot: model dtype (float32 or bfloat16)")
     a = p.parse_args(argv)
+    if a.suite in AOT_SUITES:
+        return _aot_main(p, a, argv)
+    a.out = a.out or "benchmarks/results.json"
     a.reps = a.reps or (3 if a.quick else 7)
     a.Ts = (4,) if a.quick else (4, 8)
     a.mem_Ts = (1, 4) if a.quick else (1, 2, 4, 8, 16)
     suites = SUITES if a.suite == "all" else tuple(s.strip() for s in a.suite.split(","))
     for s in suites:
         if s not in SUITES:
-            p.error(f"--suite={s!r} is not known; allowed: all or {SUITES}")
+            p.error(f"--suite={s!r} is not known; allowed: all or {SUITES}, or alone {AOT_SUITES}")
     res = {"machine": common.machine(), "command": "python -m benchmarks.run " + " ".join(argv or __import__("sys").argv[1:]),
            "reps": a.reps, "quick": a.quick, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     print(res["machine"])
@@ -296,6 +310,39 @@ def main(argv=None) -> dict:
     for f, v, t in ROWS:
         print(f"| {f} | {v} | {t} |")
     print(f"\nwrote {a.out}")
+    return res
+
+
+def _aot_main(p: argparse.ArgumentParser, a: argparse.Namespace, argv) -> dict:
+    """``--suite=gpu-aot``: one line and nothing else without the CUDA plugin."""
+    import os
+    import sys
+    from benchmarks import gpu_aot
+    from rsc_jax import models
+    try:
+        gpu_aot.read_target(a.target)
+    except (ValueError, OSError) as e:
+        p.error(str(e))
+    for m in a.models.split(","):
+        if m not in models.names():
+            p.error(f"--models: {m!r} is not allowed; allowed: {', '.join(models.names())}")
+    if a.dtype not in ("float32", "bfloat16"):
+        p.error(f"--dtype={a.dtype!r} is not allowed; allowed: float32, bfloat16")
+    missing = gpu_aot.cuda_plugin_missing()
+    if missing:
+        print(missing)
+        return {"skipped": missing}
+    res = {"command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
+           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "jax": jax.__version__,
+           **gpu_aot.run_suite(a.target, models=tuple(a.models.split(",")), Ts=(1, 4) if a.quick else (1, 4, 8),
+                               Bs=(32,) if a.quick else (32, 128), dtype=a.dtype)}
+    tag = os.path.splitext(os.path.basename(a.target))[0] + ("" if a.dtype == "float32" else f"_{a.dtype}")
+    out = a.out or f"benchmarks/results_gpu_aot_{tag}.json"
+    common.write_json(out, res)
+    md = gpu_aot.markdown(res)
+    with open(os.path.splitext(out)[0] + ".md", "w") as f:
+        f.write(f"`{res['command']}` ({res['date']}, jax {res['jax']})\n\n{md}\n")
+    print("\n" + md + f"\n\nwrote {out} and {os.path.splitext(out)[0]}.md")
     return res
 
 

@@ -22,8 +22,9 @@ This module imports nothing else from the package.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 
@@ -35,10 +36,39 @@ CPU_COMPILER_OPTIONS: dict[str, str] = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
+# The platform traced and compiled for, when it is not the default backend: set only by
+# ``target_platform`` (ahead-of-time compilation for a device this process does not have).
+_TARGET: list[str] = []
+
+
+def current_platform() -> str:
+    """The platform the package's functions are traced and compiled for: the innermost
+    ``target_platform`` if one is active, else ``jax.default_backend()``."""
+    return _TARGET[-1] if _TARGET else jax.default_backend()
+
+
+@contextlib.contextmanager
+def target_platform(name: str) -> Iterator[None]:
+    """Within the block, trace and compile as for ``name`` ("cpu", "gpu" or "tpu";
+    "cuda"/"rocm" count as "gpu"): ``compiler_options``, ``on_cpu``, ``should_unroll``
+    and ``widen_residual_in_cond`` answer for that platform. For ahead-of-time
+    compilation on a machine without the device (``benchmarks.gpu_aot``: XLA compiles
+    for a GPU target on a CPU host, whose default backend stays the CPU). Functions
+    jitted by ``jit`` fix their options at first use: build them inside the block."""
+    allowed = ("cpu", "gpu", "tpu", "cuda", "rocm")
+    if name not in allowed:
+        raise ValueError(f"target platform {name!r} is not allowed; allowed: {list(allowed)}")
+    _TARGET.append("gpu" if name in ("cuda", "rocm") else name)
+    try:
+        yield
+    finally:
+        _TARGET.pop()
+
+
 def compiler_options(platform: str | None = None) -> dict[str, str]:
     """The XLA compiler options the package compiles with on ``platform``
-    (default: ``jax.default_backend()``): ``CPU_COMPILER_OPTIONS`` on ``"cpu"``, else none."""
-    platform = platform or jax.default_backend()
+    (default: ``current_platform()``): ``CPU_COMPILER_OPTIONS`` on ``"cpu"``, else none."""
+    platform = platform or current_platform()
     return dict(CPU_COMPILER_OPTIONS) if platform == "cpu" else {}
 
 
@@ -103,8 +133,9 @@ def matmul_precision(precision: str):
 
 
 def on_cpu() -> bool:
-    """Whether the default backend (where computations run and are traced for) is the CPU."""
-    return jax.default_backend() == "cpu"
+    """Whether the platform traced for (``current_platform()``: the default backend unless
+    ``target_platform`` says otherwise) is the CPU."""
+    return current_platform() == "cpu"
 
 
 # Attack loops (PGD steps, EOT draws) unroll on the CPU up to this many gradients: each
