@@ -19,6 +19,7 @@ from typing import Any, Callable
 from rsc_jax import parallel
 
 PyTree = Any
+_log = logging.getLogger(__name__)
 
 
 def manager(workdir: str, keep: int):
@@ -30,7 +31,7 @@ def manager(workdir: str, keep: int):
                                              cleanup_tmp_directories=True))   # leftovers of killed saves
 
 
-def restore_latest(mngr, abstract_state: PyTree, log: Callable[[str], None] = logging.warning,
+def restore_latest(mngr, abstract_state: PyTree, log: Callable[[str], None] = _log.warning,
                    damaged: list[int] | None = None) -> tuple[PyTree, dict] | None:
     """The newest checkpoint that restores, trying older ones when the newest is damaged.
 
@@ -59,7 +60,7 @@ def quarantine(mngr, steps: list[int], workdir: str) -> list[str]:
             dst = os.path.join(os.path.abspath(workdir), "checkpoints_damaged", f"{s}-{int(time.time())}")
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.move(src, dst)
-            logging.warning("damaged checkpoint of step %d moved to %s", s, dst)
+            _log.warning("damaged checkpoint of step %d moved to %s", s, dst)
             moved.append(dst)
     if moved:
         mngr.reload()

@@ -217,7 +217,12 @@ def _short(v) -> str:
 
 
 def cli() -> None:
-    """The ``rsc-jax`` console script (pyproject.toml): ``python -m rsc_jax.main``."""
+    """The ``rsc-jax`` console script (pyproject.toml): ``python -m rsc_jax.main``.
+
+    stdout and stderr are guarded first (``terminal.guard_streams``): a reader that went
+    away (``| head``, a ``| tee`` killed with the job) ends no run and prints no traceback."""
+    from rsc_jax import terminal
+    terminal.guard_streams()
     app.run(main, flags_parser=parse_flags)
 
 

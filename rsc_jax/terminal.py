@@ -3,8 +3,9 @@
 Library modules log with ``logging`` / absl as they always did; only ``main`` calls
 ``setup``, which decides where the records go:
 
-- every record (absl, orbax, jax, ours, Python warnings) at INFO and above goes to
-  ``WORKDIR/log.txt`` (appended, one header line per run). Until the run has passed
+- this package's records at INFO and above, and other libraries' (absl, orbax, jax,
+  Python warnings) at WARNING and above (at absl's ``--verbosity`` level when given)
+  go to ``WORKDIR/log.txt`` (appended, one header line per run). Until the run has passed
   its checks (``open_log``) the lines are held in memory, so a refused run writes
   nothing into the workdir;
 - the terminal shows stage headers and summaries (``say``), progress bars, and this
@@ -15,10 +16,16 @@ Library modules log with ``logging`` / absl as they always did; only ``main`` ca
 ``watch_ctrl_c`` makes Ctrl-C end the process with one line and exit status 130, also
 while the main thread is inside a long compilation; during training (where
 ``train.stop_flag`` handles SIGINT: save, then stop) it says what the first Ctrl-C does.
+
+``guard_streams`` makes every write to stdout/stderr safe: once the reader is gone
+(``| tee`` or ``| head`` ended, e.g. killed with the rest of a SLURM job's process
+group, or the terminal closed) the stream is pointed at ``os.devnull`` and the run goes
+on, so that a SIGTERM still finishes the step and saves its checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -44,6 +51,63 @@ def _write(text: str, stream: Any) -> None:
     stream.flush()
 
 
+class GuardedStream:
+    """A text stream whose ``write``/``flush`` never raise: on the first failure (a
+    broken pipe, a closed terminal, a closed file) its file descriptor is pointed at
+    ``os.devnull`` (so the interpreter's exit flush cannot fail either) and later
+    writes are dropped. Every other attribute is the wrapped stream's."""
+
+    _LOST = (errno.EPIPE, errno.EIO, errno.EBADF, errno.ECONNRESET)
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.lost = False
+
+    def _lose(self) -> None:
+        self.lost = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except OSError as e:
+            if e.errno not in self._LOST:
+                raise
+        except ValueError:          # "I/O operation on closed file"
+            pass
+        self._lose()
+        return None
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            self._guard(self._stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            self._guard(self._stream.flush)
+
+    def isatty(self) -> bool:
+        return not self.lost and bool(self._guard(self._stream.isatty))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_streams() -> None:
+    """Wraps ``sys.stdout`` and ``sys.stderr`` in ``GuardedStream`` (once): what the
+    command line writes can no longer end it with ``BrokenPipeError``."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, GuardedStream):
+            setattr(sys, name, GuardedStream(stream))
+
+
 def say(text: str) -> None:
     """A stage header (``[i/n] ...``) or summary line on stdout."""
     if re.match(r"\[\d+/\d+\] ", text):
@@ -51,15 +115,27 @@ def say(text: str) -> None:
     _write(text, sys.stdout)
 
 
-class _LogFile(logging.Handler):
-    """Writes records to the log file; holds them in memory until the file is opened."""
+def ours(record: logging.LogRecord) -> bool:
+    """Whether ``record`` comes from this package (its logger or its source file)."""
+    return record.name.split(".")[0] == "rsc_jax" or record.pathname.startswith(_PACKAGE)
 
-    def __init__(self) -> None:
+
+class _LogFile(logging.Handler):
+    """Writes records to the log file; holds them in memory until the file is opened.
+
+    Records of this package at its level (INFO), and other libraries' (orbax, absl,
+    jax) only from WARNING up unless ``libraries`` (absl's verbosity flags) is lower."""
+
+    def __init__(self, libraries: int = logging.WARNING) -> None:
         super().__init__()
+        self.libraries = libraries
         from absl import logging as absl_logging
         self.setFormatter(absl_logging.PythonFormatter())
         self.held: list[str] = []
         self.stream: Any = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.libraries or ours(record)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -102,7 +178,7 @@ class _Terminal(logging.Handler):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "terminal", True):
             return False
-        return self.everything or record.pathname.startswith(_PACKAGE)
+        return self.everything or ours(record)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -113,10 +189,12 @@ class _Terminal(logging.Handler):
 
 
 def setup(terminal_level: int | None = None) -> None:
-    """Routes every log record to the (held, then opened) log file, and to the terminal
-    only this package's warnings, or every record at ``terminal_level`` when given.
+    """Routes log records to the (held, then opened) log file: this package's from INFO,
+    other libraries' (orbax, absl, jax) from WARNING, or from ``terminal_level`` when
+    given (absl's ``--verbosity``); to the terminal only this package's warnings, or
+    every record at ``terminal_level`` when given.
 
-    Replaces absl's stderr handler on the root logger."""
+    Replaces absl's stderr handler on the root logger (the command line's process only)."""
     from absl import logging as absl_logging
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -124,7 +202,7 @@ def setup(terminal_level: int | None = None) -> None:
             root.removeHandler(h)
     logging.captureWarnings(True)          # Python warnings (deprecations, ...) to the log file too
     sys.unraisablehook = _log_unraisable   # e.g. asyncio's "Event loop is closed" after a failed orbax read
-    file_handler = _LogFile()
+    file_handler = _LogFile(libraries=terminal_level or logging.WARNING)
     file_handler.setLevel(min(logging.INFO, terminal_level or logging.INFO))
     root.addHandler(file_handler)
     root.addHandler(_Terminal(terminal_level or logging.WARNING, everything=terminal_level is not None))

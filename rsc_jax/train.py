@@ -23,9 +23,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from tqdm import tqdm
 
-from rsc_jax import backend, checkpoints, classifier, data, losses, parallel, validation
+from rsc_jax import backend, checkpoints, classifier, data, losses, parallel, progress as progress_lib, validation
 
 Array = jax.Array
 PyTree = Any
@@ -33,6 +32,8 @@ PyTree = Any
 LossFn = Callable[[PyTree, PyTree, dict[str, Array], Array], tuple[Array, tuple[PyTree, dict[str, Array]]]]
 
 NOISE_STREAM, INIT_STREAM = 1, 2   # fold_in tags that keep the key streams apart
+
+log = logging.getLogger(__name__)   # a named logger: the library never configures the root logger
 
 
 def make_schedule(tc: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -215,7 +216,7 @@ def trim_metrics(path: str, step: int) -> int:
         with open(path + ".tmp", "w") as f:
             f.writelines(keep)
         os.replace(path + ".tmp", path)
-        logging.info("metrics.jsonl: dropped %d line(s) past step %d (from an interrupted run)",
+        log.info("metrics.jsonl: dropped %d line(s) past step %d (from an interrupted run)",
                      len(lines) - len(keep), step)
     return len(lines) - len(keep)
 
@@ -238,6 +239,19 @@ def tensorboard_writer(workdir: str, start: int, enabled: bool = True):
         yield writer
     finally:
         writer.close()
+
+
+@contextlib.contextmanager
+def _saves_finished(mngr):
+    """On any exit (an error, a signal, the end) waits for the checkpoint being written in
+    the background and closes ``mngr``: no step that was saved is left half-written."""
+    try:
+        yield
+    finally:
+        try:
+            mngr.wait_until_finished()
+        finally:
+            mngr.close()
 
 
 def summarise(ms: list[dict[str, Any]]) -> dict[str, float]:
@@ -299,11 +313,11 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
     if restored is None:
         state, start = parallel.replicate(fresh_state(), mesh), 0
         if damaged:
-            logging.warning("no checkpoint in %s could be restored: training starts from scratch", mngr.directory)
+            log.warning("no checkpoint in %s could be restored: training starts from scratch", mngr.directory)
     else:
         state, meta = restored
         start, skipped_total = int(meta["step"]), int(meta.get("skipped_steps", 0))
-        logging.info("resuming from step %d of %d", start, total)
+        log.info("resuming from step %d of %d", start, total)
     step_fn = make_train_step((loss_factory or cross_entropy_loss)(clf), tx, noise_key,
                               skip_nonfinite=bool(cfg.train.get("skip_nonfinite", False)))
     meta = {"model": clf_config["model"]["name"], "total_steps": total}
@@ -323,10 +337,9 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
     primary = parallel.is_primary()
     if primary:
         trim_metrics(metrics_path, start)
-    bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not (progress and primary),
-               dynamic_ncols=True)
+    bar = progress_lib.bar(total, initial=start, desc=desc, unit="step", enabled=progress and primary)
     skip = bool(cfg.train.get("skip_nonfinite", False))
-    with open(metrics_path, "a") as mf, stop_flag() as stop_signal, \
+    with open(metrics_path, "a") as mf, stop_flag() as stop_signal, _saves_finished(mngr), \
             tensorboard_writer(workdir, start, enabled=primary and bool(tc.get("tensorboard", False))) as tb:
         for s, batch in zip(range(start, stop), data.prefetch(make_batch, range(start, stop))):
             state, m = step_fn(state, parallel.global_batch(batch, mesh, tc.batch_size), *extra)
@@ -351,8 +364,8 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
                 rec = summarise(ms)
                 skipped_total += rec["skipped"]
                 if rec["skipped"]:
-                    logging.warning("skipped %d non-finite step(s), first at step %d (terms: %s)",
-                                    rec["skipped"], bad[0], ", ".join(bad[1]))
+                    log.warning("skipped %d non-finite step(s), first at step %d (terms: %s)",
+                                rec["skipped"], bad[0], ", ".join(bad[1]))
                 rec.update(step=s + 1, epoch=s // spe, lr=float(make_schedule(tc, total)(s)),
                            skipped_total=skipped_total, seconds=round(time.time() - t0, 3))
                 if primary:
@@ -370,7 +383,6 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
                     tb.flush()
             if preempt:
                 mngr.wait_until_finished()
-                mngr.close()
                 bar.close()
                 raise Preempted(s + 1, str(mngr.directory), stop_signal.signum)
         bar.close()
@@ -378,9 +390,7 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
             checkpoints.save_state(mngr, state, dict(meta, step=int(parallel.gather(state["step"]))))
         mngr.wait_until_finished()
         if stop_signal.is_set():   # the signal came after the last step's check: all is saved, stop all the same
-            mngr.close()
             raise Preempted(int(parallel.gather(state["step"])), str(mngr.directory), stop_signal.signum)
-    mngr.close()
     variables = parallel.gather({"params": state["params"], "batch_stats": state["batch_stats"]})
     summary = {"steps": int(parallel.gather(state["step"])), "total_steps": total, "resumed_from": start, "seconds": round(time.time() - t0, 2),
                "steps_per_epoch": spe, "skipped_steps": skipped_total, "final": history[-1] if history else None}

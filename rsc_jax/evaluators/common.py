@@ -79,19 +79,21 @@ def run_test_set(classifier: Any, config_path: str, num_examples: int
 
 
 def bar(progress: bool, total: int, desc: str, unit: str = "it", leave: bool = True) -> Any:
-    """A tqdm bar (or None when ``progress`` is off)."""
+    """A progress display (``progress.bar``: a tqdm bar on a terminal, plain lines in a
+    log file), or None when ``progress`` is off."""
     if not progress:
         return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True)
+    from rsc_jax import progress as progress_lib
+    return progress_lib.bar(total, desc=desc, unit=unit, leave=leave)
 
 
 def batch_bar(progress: bool, total: int, desc: str) -> Callable[[Iterator], Iterator] | None:
-    """A ``map_examples`` progress wrapper: a transient tqdm bar over ``total`` batches."""
+    """A ``map_examples`` progress wrapper: a transient bar over ``total`` batches
+    (``progress.wrap``: nothing when stderr is not a terminal)."""
     if not progress:
         return None
-    from tqdm.auto import tqdm
-    return lambda it: tqdm(it, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    from rsc_jax import progress as progress_lib
+    return lambda it: progress_lib.wrap(it, total=total, desc=desc, unit="batch", leave=False)
 
 
 def timed_batches(log: list[tuple[int, float]], pbar: Any) -> Callable[[Iterator], Iterator]:
