@@ -108,19 +108,22 @@ class Classifier:
         """Coded input for the model: ``[T, B, ...]`` (spiking) or ``[B, ...]`` (ANN).
 
         ``key`` is one key (noise for the whole batch) or ``[B]`` keys, one per example
-        (then example b is coded exactly as if it were alone with ``key[b]``). The ANN
-        twin sees the first step of the coding (T = 1).
+        (then example b is coded exactly as if it were alone with ``key[b]``). An ANN
+        sees the first step of the coding (T = 1), except on the codings with
+        ``ann_mean`` (Poisson): there it sees the mean of the T coded frames, the
+        SNN's time average (T = 1: one frame, as before).
         """
         c = self.config["coding"]
         spiking = self.config["model"]["spiking"]
-        T = c["T"] if spiking else 1
+        mean = not spiking and coding.get(c["method"]).ann_mean and int(c["T"]) > 1
+        T = c["T"] if spiking or mean else 1
         kw = dict(method=c["method"], T=T, sigma=c["sigma"])
         key = jnp.asarray(key)
         if key.ndim == 1 and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
             coded = coding.encode_per_example(key, x, **kw)
         else:
             coded = coding.encode(key, x, **kw)
-        return coded if spiking else coded[0]
+        return coded if spiking else coded.mean(0) if mean else coded[0]
 
     def apply(self, variables: Any, key: Array, x: Array) -> Array:
         """Pure: logits ``[B, classes]`` of images ``x`` ``[B, H, W, C]`` in [0, 1].

@@ -113,6 +113,10 @@ class Coding:
         it (then any finite sigma >= 0 passes); a coding with a rule needs sigma > 0.
       attack_only: a gradient estimator for attacks, not a coding to train or certify
         with (not in ``METHODS``; ``Classifier.with_coding`` accepts it).
+      ann_mean: an ANN (no time axis) fed this coding sees the mean of the T coded
+        frames, the SNN's time average (the Poisson codings: the noise-matched control of
+        a T-step Poisson SNN, variance x(1-x)/T); otherwise the first frame (the Gaussian
+        ANN controls are matched by sigma instead, and certified with T = 1). Ours.
     """
     name: str
     label: str
@@ -125,6 +129,7 @@ class Coding:
     no_certificate: str | None = None
     sigma_rule: str | None = None
     attack_only: bool = False
+    ann_mean: bool = False
 
 
 _GAUSSIAN_RULE = "Gaussian codings (rsc1, rsc2) need a finite sigma > 0"
@@ -151,15 +156,17 @@ CODINGS: dict[str, Coding] = {c.name: c for c in (
            no_certificate="direct coding adds no noise, so the smoothed classifier is the deterministic "
                           "base network and sampling certifies nothing"),
     Coding("poisson", "Poisson (rate)", False, _poisson, _bernoulli_var, _zeros,
-           no_certificate=_NO_POISSON_CERTIFICATE),
+           no_certificate=_NO_POISSON_CERTIFICATE, ann_mean=True),
     Coding("rsc1", "RSC-I", True, _rsc1, _sigma2, _sigma2,
            radius_divisor=lambda T: 1.0, radius_formula="sigma * Phi^-1(p_A)", sigma_rule=_GAUSSIAN_RULE),
     Coding("rsc2", "RSC-II", True, _rsc2, _sigma2, _zeros,
            radius_divisor=math.sqrt, radius_formula="sigma * Phi^-1(p_A) / sqrt(T)", sigma_rule=_GAUSSIAN_RULE),
     Coding("poisson_gumbel", "Poisson, Gumbel-sigmoid gradient", False, _poisson_gumbel, _bernoulli_var,
-           _zeros, no_certificate=_NO_POISSON_CERTIFICATE, sigma_rule=_TEMPERATURE_RULE, attack_only=True),
+           _zeros, no_certificate=_NO_POISSON_CERTIFICATE, sigma_rule=_TEMPERATURE_RULE, attack_only=True,
+           ann_mean=True),
     Coding("poisson_relaxed", "relaxed Poisson (Gumbel-sigmoid)", False, _poisson_relaxed, _bernoulli_var,
-           _zeros, no_certificate=_NO_POISSON_CERTIFICATE, sigma_rule=_TEMPERATURE_RULE, attack_only=True),
+           _zeros, no_certificate=_NO_POISSON_CERTIFICATE, sigma_rule=_TEMPERATURE_RULE, attack_only=True,
+           ann_mean=True),
 )}
 # Codings a config can train and evaluate with (the attack-only estimators left out).
 METHODS: tuple[str, ...] = tuple(n for n, c in CODINGS.items() if not c.attack_only)

@@ -86,29 +86,37 @@ NO_ENSEMBLE = {"attack.ensemble": False}
 RAND = {f"attack.{k}": v for k, v in config.RAND_ATTACK.items()}
 
 
-def baselines(sigmas: tuple[float, ...] = (0.1, 0.2)) -> list[dict]:
-    """Controlled ANN baselines (T = 1, the ANN sees one draw of the coding): the ANN
-    trained with Gaussian input noise of each sigma and evaluated as a smoothed classifier
-    (Cohen et al., ICML 2019: ``ann_gauss_sigma<s>``, certified like the RSC runs), and
-    the ANN on Poisson coding (``ann_poisson``), so that coding and noise training are not
-    confounded with the spiking network."""
+def baselines(sigmas: tuple[float, ...] = (0.1, 0.2), T: int | None = None) -> list[dict]:
+    """Controlled ANN baselines: the ANN trained with Gaussian input noise of each sigma
+    and evaluated as a smoothed classifier (Cohen et al., ICML 2019: ``ann_gauss_sigma<s>``,
+    T = 1, one draw, certified like the RSC runs), and the ANN on Poisson coding
+    (``ann_poisson``, one Bernoulli frame, T = 1: the noise variance x(1-x) of one frame,
+    T times that of a T-step SNN's time average), so that coding and noise training are
+    not confounded with the spiking network. With ``T`` > 1 also ``ann_poisson_mean<T>``:
+    the ANN on the mean of T Bernoulli frames (``coding.Coding.ann_mean``), variance
+    x(1-x)/T, the noise-matched control of the T-step Poisson SNN."""
     runs = [{"name": f"ann_gauss_sigma{s}",
              "overrides": {"model.spiking": False, "coding.method": "rsc1", "coding.sigma": s, "coding.T": 1}}
             for s in sigmas]
-    return runs + [{"name": "ann_poisson", "overrides": {"model.spiking": False, "coding.method": "poisson",
-                                                         "coding.T": 1}}]
+    runs.append({"name": "ann_poisson", "overrides": {"model.spiking": False, "coding.method": "poisson",
+                                                      "coding.T": 1}})
+    if T is not None and T > 1:
+        runs.append({"name": f"ann_poisson_mean{T}", "overrides": {"model.spiking": False,
+                                                                    "coding.method": "poisson", "coding.T": T}})
+    return runs
 
 
 def controlled_runs(sigma: float = 0.2, T: int = 4) -> list[dict]:
     """The runs of the controlled comparisons (the ``*_controlled`` sweeps): direct,
     Poisson, RSC-I and RSC-II at ``sigma``, RSC-I at sigma / sqrt(T) (the noise of
     RSC-II's time-average, and the same certified radius formula), the ANN twin, and
-    ``baselines`` at sigma / sqrt(T) and sigma."""
+    ``baselines`` at sigma / sqrt(T) and sigma, with the ANN on the mean of T Poisson
+    frames."""
     matched = round(sigma / T ** 0.5, 6)
     sigmas = tuple(sorted({matched, sigma}))
     keep = {f"direct_T{T}", f"poisson_T{T}", f"rsc1_sigma{matched}_T{T}", f"rsc1_sigma{sigma}_T{T}",
             f"rsc2_sigma{sigma}_T{T}", "ann"}
-    return [r for r in coding_grid(Ts=(T,), sigmas=sigmas) if r["name"] in keep] + baselines(sigmas)
+    return [r for r in coding_grid(Ts=(T,), sigmas=sigmas) if r["name"] in keep] + baselines(sigmas, T)
 
 
 CPU_CERTIFY = {

@@ -98,6 +98,8 @@ def test_controlled_sweeps(name):
         assert runs[f"ann_gauss_sigma{s}"] == {"model.spiking": False, "coding.method": "rsc1", "coding.sigma": s,
                                                "coding.T": 1}
     assert runs["ann_poisson"]["coding.method"] == "poisson" and not runs["ann_poisson"]["model.spiking"]
+    # the noise-matched Poisson control: the ANN on the mean of the SNN's 4 frames
+    assert runs["ann_poisson_mean4"] == {"model.spiking": False, "coding.method": "poisson", "coding.T": 4}
     for run in full["runs"]:
         cfg = sweep.run_config(full, run, seed=0)
         config_checks.validate(cfg)
