@@ -106,9 +106,82 @@ def _check_alpha(alpha: Any, name: str = "alpha") -> None:
     validation.check_number(name, alpha, low=0.0, high=1.0, low_open=True, high_open=True)
 
 
-def _check_images(x: Any) -> None:
-    chex.assert_rank(x, 4)
+def _check_images(x: Any, expected: tuple[int, ...] | None = None) -> None:
+    """A batch of float images ``[B, H, W, C]`` (one line otherwise: one image without its
+    batch axis says so), of the classifier's image shape when it is known."""
+    shape = tuple(np.shape(x))
+    if len(shape) != 4:
+        one = len(shape) == 3 and (expected is None or shape == tuple(expected))
+        raise ValueError(f"x has shape {shape}; a batch of images [B, H, W, C] is required"
+                         + (" (one image: pass x[None])" if one else ""))
+    if expected is not None and shape[1:] != tuple(expected):
+        raise ValueError(f"x has images of shape {shape[1:]}; the classifier takes {tuple(expected)}")
     validation.check_float_dtype("x", x)
+
+
+def classifier_coding(classifier: Any) -> dict[str, Any] | None:
+    """``{"method", "sigma", "T"}`` of the coding a classifier applies, or None.
+
+    ``classifier`` is a ``classifier.Classifier``, its bound ``logits`` method, or any
+    object (or bound method of one) with ``config["coding"]``. ``T`` is the number of
+    coded frames the network sees: 1 for an ANN (``config["model"]["spiking"]`` False),
+    which sees one frame of the coding."""
+    owner = getattr(classifier, "__self__", classifier)
+    conf = getattr(owner, "config", None)
+    if not isinstance(conf, dict) or not isinstance(conf.get("coding"), dict):
+        return None
+    cod = conf["coding"]
+    model = conf.get("model")
+    spiking = not isinstance(model, dict) or model.get("spiking", True)
+    return {"method": cod["method"], "sigma": float(cod["sigma"]), "T": int(cod["T"]) if spiking else 1}
+
+
+def resolve_coding(classifier: Any, *, method: str | None = None, sigma: float | None = None,
+                   T: int | None = None, coding: str | None = None) -> tuple[str, float, int]:
+    """The (method, sigma, T) a certificate for ``classifier`` must use.
+
+    From the classifier when it carries its coding (``classifier_coding``): a value given
+    as well must equal it (a different sigma would give a wrong radius: one line, a
+    ``ValueError``). For a plain logits function all three are required. ``coding`` is
+    the older name of ``method`` (so ``certify(..., **clf.config["coding"])`` works)."""
+    if coding is not None and method is not None and coding != method:
+        raise ValueError(f"method={method!r} and coding={coding!r} disagree; give one of them")
+    method = method if method is not None else coding
+    given = {"method": method, "sigma": sigma, "T": T}
+    own = classifier_coding(classifier)
+    if own is None:
+        missing = [k for k, v in given.items() if v is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} missing: a plain logits function does not say how it codes "
+                             "its input; pass method=, sigma= and T= of that coding, or pass the Classifier "
+                             "(or clf.logits), whose coding is used")
+        return str(method), sigma, T
+    for k, v in given.items():
+        if v is None:
+            continue
+        same = (np.isclose(float(v), own[k], rtol=1e-9, atol=0.0) if k == "sigma" and validation.is_number(v)
+                else v == own[k])
+        if not same:
+            raise ValueError(
+                f"{k}={v!r} is not allowed; the classifier codes its input with method={own['method']!r}, "
+                f"sigma={own['sigma']!r}, T={own['T']!r} (T = the frames the network sees), and a certificate "
+                f"holds only for that coding: leave {k} out (it is taken from the classifier)")
+    return own["method"], own["sigma"], own["T"]
+
+
+def _logits_of(classifier: Any) -> LogitsFn:
+    """A classifier's ``logits`` method, or ``classifier`` itself when it is a function."""
+    if not callable(classifier) and callable(getattr(classifier, "logits", None)):
+        return classifier.logits
+    return classifier
+
+
+def _expected_shape(classifier: Any) -> tuple[int, ...] | None:
+    conf = getattr(getattr(classifier, "__self__", classifier), "config", None)
+    try:
+        return tuple(conf["dataset"]["image_shape"])
+    except (TypeError, KeyError):
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -344,13 +417,14 @@ def _indices_for(x: Array, indices: Any) -> np.ndarray:
     return idx
 
 
-def predict(logits_fn: LogitsFn, key: Array, x: Array, *, n: int, alpha: float,
+def predict(logits_fn: Any, key: Array, x: Array, *, n: int, alpha: float,
             batch: int = DEFAULT_BATCH, indices: Any = None) -> PredictResult:
     """Cohen et al.'s PREDICT for a batch of images.
 
     Args:
       logits_fn: one draw of the noisy base classifier, ``(key, x[B, H, W, C]) -> [B, K]``;
-        it applies the coding itself and must treat examples independently.
+        it applies the coding itself and must treat examples independently. A
+        ``Classifier`` stands for its ``logits``.
       key: PRNG key (the seed).
       x: float images [B, H, W, C] in [0, 1].
       n: draws per image (>= 1).
@@ -364,48 +438,59 @@ def predict(logits_fn: LogitsFn, key: Array, x: Array, *, n: int, alpha: float,
     validation.check_int("n", n, 1)
     _check_alpha(alpha)
     validation.check_int("batch", batch, 1)
-    _check_images(x)
+    _check_images(x, _expected_shape(logits_fn))
     idx = _indices_for(x, indices)
-    counts = _predict_counts(key, idx, x, logits_fn=static_fn(logits_fn), n=int(n), batch=int(batch))
+    counts = _predict_counts(key, idx, x, logits_fn=static_fn(_logits_of(logits_fn)), n=int(n),
+                             batch=int(batch))
     return predict_from_counts(jax.device_get(counts), alpha=alpha)
 
 
-def certify(logits_fn: LogitsFn, key: Array, x: Array, *, sigma: float, coding: str, T: int,
-            n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch: int = DEFAULT_BATCH,
-            indices: Any = None) -> CertifyResult:
+def certify(logits_fn: Any, key: Array, x: Array, *, method: str | None = None, sigma: float | None = None,
+            T: int | None = None, n0: int = 100, n: int = 10_000, alpha: float = 0.001,
+            batch: int = DEFAULT_BATCH, indices: Any = None, coding: str | None = None) -> CertifyResult:
     """Cohen et al.'s CERTIFY for a batch of images.
 
+        res = certify(clf, key, x)                           # the coding is clf's
+        res = certify(clf.logits, key, x, **clf.config["coding"])   # the same (checked)
+        res = certify(fn, key, x, method="rsc2", sigma=0.25, T=4)   # a plain function
+
     Args:
-      logits_fn: one draw of the noisy base classifier, ``(key, x[B, H, W, C]) -> [B, K]``,
-        which must apply the coding named by (coding, sigma, T) itself.
+      logits_fn: a ``Classifier`` (or its bound ``logits``): one draw of the noisy base
+        classifier ``(key, x[B, H, W, C]) -> [B, K]`` whose coding sets the radius; or a
+        plain function of that signature that applies the coding (method, sigma, T) itself.
       key: PRNG key (the seed).
-      x: float images [B, H, W, C] in [0, 1].
-      sigma, coding, T: the Gaussian coding the classifier uses; they set the radius
-        (``radius``): "rsc1" sigma Phi^-1(p_A), "rsc2" sigma Phi^-1(p_A) / sqrt(T).
+      x: float images [B, H, W, C] in [0, 1] (one image: ``x[None]``).
+      method, sigma, T: the Gaussian coding; taken from a classifier (given values must
+        equal its own: ``resolve_coding``), required for a plain function. They set the
+        radius (``radius``): "rsc1" sigma Phi^-1(p_A), "rsc2" sigma Phi^-1(p_A) / sqrt(T).
       n0: selection draws (SPEC: 100). n: estimation draws (SPEC: 10,000).
       alpha: failure probability (SPEC: 0.001).
       batch: draws per chunk per image (ours: 100).
       indices: global example indices [B] keying the noise (default 0..B-1).
+      coding: the older name of ``method``.
 
     Returns:
       ``CertifyResult``: prediction [B] (-1 = abstain), p_lower [B], radius [B]
       (0 where abstaining), counts_selection [B, K], counts [B, K], n_A [B].
 
     Raises:
-      ValueError: "poisson"/"direct" coding (no Gaussian certificate), unknown coding,
-        sigma <= 0, T < 1, n0 < 1, n < 1, alpha outside (0, 1), batch < 1; before tracing.
+      ValueError: a coding that differs from the classifier's, or is missing for a plain
+        function; "poisson"/"direct" coding (no Gaussian certificate), unknown coding,
+        sigma <= 0, T < 1, n0 < 1, n < 1, alpha outside (0, 1), batch < 1, images not
+        [B, H, W, C]; all before tracing.
     """
-    check_coding(coding)
-    coding_lib.check_sigma(sigma, coding, "sigma")
+    method, sigma, T = resolve_coding(logits_fn, method=method, sigma=sigma, T=T, coding=coding)
+    check_coding(method)
+    coding_lib.check_sigma(sigma, method, "sigma")
     for name, v in (("T", T), ("n0", n0), ("n", n), ("batch", batch)):
         validation.check_int(name, v, 1)
     _check_alpha(alpha)
-    _check_images(x)
+    _check_images(x, _expected_shape(logits_fn))
     idx = _indices_for(x, indices)
-    c0, c1 = certify_counts(key, idx, x, logits_fn=static_fn(logits_fn), n0=int(n0), n=int(n),
+    c0, c1 = certify_counts(key, idx, x, logits_fn=static_fn(_logits_of(logits_fn)), n0=int(n0), n=int(n),
                              batch=int(batch))
     c0, c1 = jax.device_get((c0, c1))
-    return certify_from_counts(c0, c1, alpha=alpha, sigma=sigma, coding=coding, T=T)
+    return certify_from_counts(c0, c1, alpha=alpha, sigma=sigma, coding=method, T=T)
 
 
 def certified_accuracy(radii_grid: Sequence[float], radius_: np.ndarray,
@@ -418,6 +503,6 @@ def certified_accuracy(radii_grid: Sequence[float], radius_: np.ndarray,
 
 __all__ = [
     "CertifyResult", "PredictResult", "certified_accuracy", "certify", "certify_counts",
-    "certify_from_counts", "check_coding", "clopper_pearson_lower", "linf_equivalent", "max_radius", "predict",
+    "certify_from_counts", "check_coding", "classifier_coding", "resolve_coding", "clopper_pearson_lower", "linf_equivalent", "max_radius", "predict",
     "predict_from_counts", "radius", "static_fn",
 ]

@@ -14,7 +14,6 @@ import functools
 import json
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,7 +129,11 @@ class Classifier:
 
         Concrete host inputs (NumPy arrays) are checked for range and dtype here
         (``check_images``); traced or device inputs are not inspected (no sync)."""
-        chex.assert_rank(x, 4)
+        shape = tuple(np.shape(x))
+        if len(shape) != 4:
+            want = tuple(self.config["dataset"]["image_shape"])
+            hint = " (one image: pass x[None])" if shape == want else f", here [B, {', '.join(map(str, want))}]"
+            raise InputError(f"x has shape {shape}; a batch of images [B, H, W, C] is required{hint}")
         if isinstance(x, np.ndarray):
             check_images(x)
         return self.model.apply(variables, self.encode(key, x), train=False)
