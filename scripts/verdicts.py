@@ -1,38 +1,29 @@
-r"""The statistics behind the verdicts of docs/RESULTS.md (used by scripts/results.py).
+r"""The claims ledger: every pre-registered claim of ``configs/claims.py`` tested on the
+runs of a sweep by the seed-level statistics of ``rsc_jax/stats.py`` (used by
+scripts/controlled.py and scripts/results.py).
 
 Exact intervals: an accuracy that is a count (k of n examples correct) gets the 95 %
-Clopper-Pearson interval (``metrics.binomial_interval``); over seeds, the counts are
-pooled (k and n summed over the seeds) and the interval is that of the pooled count.
+Clopper-Pearson interval (``metrics.binomial_interval``); over seeds, ``pooled`` sums k
+and n (a description of the runs, not a test).
 
-Paired tests: two runs of a sweep judged on the same test images (same seed, same
-``attack.num_examples``) are compared example by example with the exact McNemar test
-(McNemar, 1947; ``metrics.mcnemar_exact``): with b = #(A right, B wrong) and
-c = #(A wrong, B right) over the paired examples, under H0 (equal accuracy)
-b ~ Bin(b + c, 1/2), and the two-sided p-value is ``binomtest(b, b + c, 0.5)``'s. The
-pairs are read from ``correct_avg`` (correctness of the M-averaged logits, one character
-per test image) of the same attack row or worst case of ``robustness.json``; over seeds,
-the pairs of every seed both runs have are pooled into one test (independently trained
-models per seed, the same images each seed), and each seed is also tested alone
-(``per_seed``): the pooled test sees the test images' noise, not how much the comparison
-changes from one training seed to the next.
+The ledger (``ledger``): for each claim and data set, runs A and B judged on the same
+test images are compared on the claim's pre-declared metric over the seeds both have:
+the per-image correctness (``correct_avg`` of ``robustness.json``, or certified-and-
+correct) of every seed forms ``[S, N]`` arrays, and ``stats.compare`` gives the
+image-clustered sign-flip test, the hierarchical bootstrap interval of the accuracy
+difference, TOST for ``=`` claims and each seed's own difference. Holm's correction runs
+over the claims of one family on one data set (``stats.decide_family``), then
+``stats.decide``'s rules give the verdict ("holds", "does not hold", "alike", "not
+shown either way"). A claim whose runs, metric or per-image results are missing is
+"not run", with the reason, never a guess from mean accuracies.
 
-Verdict rules (``decide``), on the data sets where both runs of a comparison ran:
-
-- a claim that A is more accurate than B (direction ``>``) *holds* only if the test
-  rejects (p < 0.05) with b > c on every such data set and no seed's own test rejects
-  with b < c; it *does not hold* if the test rejects with b < c on some data set;
-  otherwise it is *inconclusive* (also when the seeds disagree);
-- a claim that A and B are alike (direction ``=``) *does not hold* if the test rejects
-  on some data set, and is otherwise *inconclusive* (a test that does not reject does not
-  show equality);
-- where any of the runs compared lacks ``correct_avg`` (reports written before it
-  existed), the verdict is "inconclusive (no per-example results; re-run the sweep)",
-  never a guess from the mean accuracies.
+``paired_test`` and ``decide`` are the earlier pooled McNemar test (seeds concatenated
+as if independent) and its rules, kept for scripts/ersct_study.py; no claim of the
+ledger uses them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -42,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from rsc_jax import metrics, sweep  # noqa: E402
+from rsc_jax import config, metrics, stats, sweep  # noqa: E402
 
 ALPHA = 0.05
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
@@ -222,46 +213,6 @@ def decide(tests: list[dict[str, Any]], direction: str) -> tuple[str, str]:
     return OPEN, f"does not reject (p >= {ALPHA}) on some data set"
 
 
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """A comparison a claim of docs/RESULTS.md rests on: run ``a`` against run ``b`` on
-    ``metric`` (a column, or ``worst``: the worst case at the largest budget), in
-    ``direction``. A run is a name (``poisson_T4``) or ``<coding>@min``, ``@max`` (the
-    smallest, largest sigma of that coding at T = 4 in the data set's sweep) or
-    ``@matched`` (the sigma nearest the Poisson-matched sigma)."""
-    id: str
-    text: str
-    a: str
-    b: str
-    metric: str
-    direction: str = ">"
-
-
-CLAIMS = (
-    Claim("1a", "claim 1: Poisson SNN more robust than the direct SNN", "poisson_T4", "direct_T4", "worst"),
-    Claim("1b", "claim 1: Poisson SNN more robust than the ANN twin", "poisson_T4", "ann", "worst"),
-    Claim("2a", "claim 2: RSC-II at the Poisson-matched sigma as robust as Poisson", "rsc2@matched", "poisson_T4",
-          "worst", "="),
-    Claim("2b", "claim 2: RSC-II at the Poisson-matched sigma as accurate (clean) as Poisson", "rsc2@matched",
-          "poisson_T4", "clean_attacked", "="),
-    Claim("3a", "claim 3: RSC-I at the smallest sigma more accurate (clean) than at the largest", "rsc1@min",
-          "rsc1@max", "clean_attacked"),
-    Claim("3b", "claim 3: RSC-I at the largest sigma more robust than at the smallest", "rsc1@max", "rsc1@min",
-          "worst"),
-    Claim("3c", "claim 3: RSC-II at the smallest sigma more accurate (clean) than at the largest", "rsc2@min",
-          "rsc2@max", "clean_attacked"),
-    Claim("3d", "claim 3: RSC-II at the largest sigma more robust than at the smallest", "rsc2@max", "rsc2@min",
-          "worst"),
-    Claim("4a", "claim 4: RSC-II at the Poisson-matched sigma more robust than the ANN twin", "rsc2@matched", "ann",
-          "worst"),
-    Claim("4b", "claim 4: RSC-II at sigma 0.2 more robust than the ANN twin", "rsc2_sigma0.2_T4", "ann", "worst"),
-    Claim("4c", "claim 4: RSC-I at sigma 0.2 more robust than the ANN twin", "rsc1_sigma0.2_T4", "ann", "worst"),
-    Claim("h1", "headline: RSC-I at sigma 0.2 more robust than Poisson", "rsc1_sigma0.2_T4", "poisson_T4", "worst"),
-    Claim("h2", "headline: RSC-II at sigma 0.2 more robust than the direct SNN", "rsc2_sigma0.2_T4", "direct_T4",
-          "worst"),
-)
-
-
 def pick_run(spec: str, meta: dict[str, dict[str, Any]], matched: float) -> str | None:
     """The run a ``Claim`` names in one data set (``meta``: run -> coding, sigma, T, spiking)."""
     if "@" not in spec:
@@ -276,51 +227,180 @@ def pick_run(spec: str, meta: dict[str, dict[str, Any]], matched: float) -> str 
     return {"min": grid[0], "max": grid[-1]}[which][1]
 
 
-def verdicts(datasets: dict[str, dict[str, Any]], claims: tuple[Claim, ...] = CLAIMS) -> list[dict[str, Any]]:
-    """One verdict per claim. ``datasets``: name -> ``{"runs": load_runs(...), "meta":
-    {run: {coding, sigma, T, spiking}}, "matched": Poisson-matched sigma}``."""
+
+
+# --------------------------------------------------------------------------- the ledger
+
+CLAIMS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "claims.py")
+NOT_RUN = stats.NOT_RUN
+
+
+def load_claims(path: str = CLAIMS_FILE, families: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """``get_claims()`` of the claims file (the claims of ``families`` only, if given),
+    checked: unique ids, direction ``>`` or ``=``, a metric per data set, composites
+    naming known ids. ValueError naming the claim and field otherwise."""
+    claims = config.call_file(path, "get_claims")
+    ids = [c["id"] for c in claims]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"{path}: claim ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
+    for c in claims:
+        if c["direction"] not in (">", "="):
+            raise ValueError(f"{path}: claim {c['id']}: direction={c['direction']!r} is not allowed; use '>' or '='")
+        if c["all_of"]:
+            unknown = [i for i in c["all_of"] if i not in ids]
+            if unknown:
+                raise ValueError(f"{path}: claim {c['id']}: all_of names unknown ids {unknown}")
+        elif c["test"] is not None and set(c["metric"]) != set(c["datasets"]):
+            raise ValueError(f"{path}: claim {c['id']}: metric must name one column per data set "
+                             f"{list(c['datasets'])}; got {sorted(c['metric'])}")
+    return [c for c in claims if families is None or c["family"] in families]
+
+
+def cells(a: dict[int, dict[str, Entry]], b: dict[int, dict[str, Entry]], metric: str
+          ) -> tuple[np.ndarray | None, np.ndarray | None, list[int], str | None, str]:
+    """``(A [S, N], B [S, N], seeds, column, why-not)``: the per-image correctness of both
+    runs on ``metric`` over the seeds both have; arrays None with the reason when they
+    cannot be formed. ValueError when the seeds were judged on different image counts."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None, None, [], None, "the two runs share no seed"
+    key = resolve_metric(metric, {s: a[s] for s in seeds}, {s: b[s] for s in seeds})
+    if key is None:
+        return None, None, seeds, None, f"{metric} is missing on some seed"
+    ea, eb = [a[s][key] for s in seeds], [b[s][key] for s in seeds]
+    if any(e["correct"] is None for e in ea + eb):
+        return None, None, seeds, key, "no per-image results (correct_avg) kept for some seed; re-run pending"
+    ns = {e["n"] for e in ea + eb}
+    if len(ns) != 1:
+        raise ValueError(f"{key}: runs judged on different numbers of test images ({sorted(ns)}); they cannot be paired")
+    return np.stack([e["correct"] for e in ea]), np.stack([e["correct"] for e in eb]), seeds, key, ""
+
+
+def _compose(parts: list[dict[str, Any]]) -> tuple[str, str]:
+    """The verdict of a composite claim from its parts' verdicts (rules: configs/claims.py)."""
+    v = {p["id"]: p["verdict"] for p in parts}
+    if not parts or any(x == NOT_RUN for x in v.values()):
+        return NOT_RUN, "parts not run: " + ", ".join(i for i, x in v.items() if x == NOT_RUN)
+    if all(x == stats.ALIKE for x in v.values()):
+        return stats.HOLDS, "every part is alike: " + ", ".join(v)
+    if any(x == stats.FAILS for x in v.values()):
+        return stats.FAILS, "does not hold: " + ", ".join(i for i, x in v.items() if x == stats.FAILS)
+    return stats.UNSHOWN, "; ".join(f"{i} {x}" for i, x in v.items())
+
+
+def ledger(datasets: dict[str, dict[str, Any]], claims: list[dict[str, Any]], *,
+           n_resamples: int = stats.N_RESAMPLES, seed: int = 0,
+           absent: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per claim and data set of ``claims`` (``load_claims``).
+
+    Args:
+      datasets: name -> ``{"runs": load_runs(...)-like {run: {seed: {column: Entry}}},
+        "meta": {run: {coding, sigma, T, spiking}} (for ``@min`` etc.; may be empty),
+        "matched": Poisson-matched sigma}``.
+      n_resamples, seed: of the bootstrap and, where used, the Monte-Carlo test.
+      absent: data set -> why its runs are not in ``datasets`` (the "not run" reason).
+
+    Returns:
+      rows ``{"id", "text", "family", "dataset", "a", "b", "run_a", "run_b", "metric",
+      "direction", "margin", "seeds", "result" (``stats.compare`` or None), "verdict",
+      "reason", "p_adjusted", "family_size"}``, in the claims' order.
+    """
+    rows = []
+    for cl in claims:
+        if cl["all_of"]:
+            continue
+        for d in cl["datasets"]:
+            row = {k: cl[k] for k in ("id", "text", "family", "a", "b", "direction", "margin")}
+            row.update(dataset=d, run_a=None, run_b=None, metric=cl["metric"].get(d), seeds=[], result=None,
+                       verdict=NOT_RUN, reason="", p_adjusted=None, family_size=None)
+            ds = datasets.get(d)
+            if cl["test"] is None:
+                row["reason"] = cl["note"] or "no pre-registered per-image test"
+            elif ds is None:
+                row["reason"] = (absent or {}).get(d) or f"no {d} runs collected (re-run pending)"
+            else:
+                meta = ds.get("meta") or {r: {} for r in ds["runs"]}
+                ra, rb = (pick_run(s, {**{r: {} for r in ds["runs"]}, **meta}, ds.get("matched", float("nan")))
+                          for s in (cl["a"], cl["b"]))
+                row.update(run_a=ra, run_b=rb)
+                missing = [s for s, r in ((cl["a"], ra), (cl["b"], rb)) if r is None or r not in ds["runs"]]
+                if missing:
+                    row["reason"] = f"run {', '.join(missing)} has not run on {d}"
+                else:
+                    A, B, seeds, key, why = cells(ds["runs"][ra], ds["runs"][rb], row["metric"])
+                    row.update(seeds=seeds, metric=key or row["metric"], reason=why)
+                    if A is not None:
+                        row["result"] = stats.compare(A, B, direction=cl["direction"], margin=cl["margin"],
+                                                      seeds=seeds, n_resamples=n_resamples, seed=seed)
+            rows.append(row)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r["family"], r["dataset"]), []).append(i)
+    for idx in groups.values():
+        for i, dec in zip(idx, stats.decide_family([rows[i]["result"] for i in idx])):
+            if rows[i]["result"] is not None:
+                rows[i].update(verdict=dec["verdict"], reason=dec["reason"], p_adjusted=dec["p_adjusted"])
+            rows[i]["family_size"] = dec["family_size"]
     out = []
     for cl in claims:
-        tests = []
-        for d, ds in datasets.items():
-            a, b = (pick_run(s, ds["meta"], ds["matched"]) for s in (cl.a, cl.b))
-            if a is None or b is None or a == b or a not in ds["runs"] or b not in ds["runs"]:
-                continue
-            t = paired_test(ds["runs"][a], ds["runs"][b], cl.metric)
-            if t is not None:
-                tests.append({"dataset": d, "run_a": a, "run_b": b, **t})
-        v, why = decide(tests, cl.direction)
-        out.append({"id": cl.id, "claim": cl.text, "a": cl.a, "b": cl.b, "metric": cl.metric,
-                    "direction": cl.direction, "verdict": v, "reason": why, "tests": tests})
+        if not cl["all_of"]:
+            out += [r for r in rows if r["id"] == cl["id"]]
+            continue
+        for d in cl["datasets"]:
+            parts = [r for r in rows if r["id"] in cl["all_of"] and r["dataset"] == d]
+            v, why = _compose(parts)
+            out.append({"id": cl["id"], "text": cl["text"], "family": cl["family"], "dataset": d, "a": "-", "b": "-",
+                        "run_a": None, "run_b": None, "metric": None, "direction": cl["direction"],
+                        "margin": cl["margin"], "seeds": [], "result": None, "verdict": v, "reason": why,
+                        "p_adjusted": None, "family_size": None, "all_of": list(cl["all_of"])})
     return out
 
 
-def verdict_lines(vs: list[dict[str, Any]]) -> list[str]:
-    """Markdown: each claim's verdict and the test behind it on every data set."""
-    lines = ["## Verdicts: paired exact McNemar tests\n",
-             "Each claim compares run A with run B example by example on the same test images (same seed; "
-             "seeds pooled), on the accuracy of the logits averaged over M draws. b = #(A right, B wrong), "
-             "c = #(A wrong, B right); p: exact two-sided McNemar test (binomial test of b among b + c "
-             "at 1/2). Accuracies: pooled over the paired seeds, 95 % Clopper-Pearson interval. Rules: "
-             f"`A > B` holds only if p < {ALPHA} with b > c on every data set where both ran, does not "
-             f"hold if p < {ALPHA} with b < c on some data set, else inconclusive; `A = B` does not hold if "
-             f"p < {ALPHA} on some data set, else inconclusive. Without per-example results (`correct_avg`) "
-             "a verdict is inconclusive. QTE and E-RSCT claims are not per-example accuracies and get no "
-             "paired test.\n"]
-    for v in vs:
-        lines += [f"### {v['id']}. {v['claim']} (`{v['a']} {v['direction']} {v['b']}`, {v['metric']}): "
-                  f"**{v['verdict']}**\n", f"{v['reason']}.\n"]
-        if not v["tests"]:
-            continue
-        lines += ["| data set | A | B | metric | seeds | pairs | acc A [95 %] | acc B [95 %] | b | c | p | "
-                  "per seed b:c (p) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for t in v["tests"]:
-            ca = {"acc": t["acc_a"], "ci95": t["ci95_a"]}
-            cb = {"acc": t["acc_b"], "ci95": t["ci95_b"]}
-            stat = ("- | - | no per-example results | -" if t["missing"] else
-                    f"{t['b']} | {t['c']} | {t['p_value']:.3g} | {fmt_per_seed(t)}")
-            lines.append(f"| {t['dataset']} | {t['run_a']} | {t['run_b']} | {t['metric']} | "
-                         f"{','.join(map(str, t['seeds']))} | {t['n']} | {fmt_ci(ca)} | {fmt_ci(cb)} | {stat}"
-                         + (f" ({t['note']})" if t["note"] else "") + " |")
-        lines.append("")
-    return lines
+def fmt_diff(r: dict[str, Any] | None) -> str:
+    """``+0.123 [+0.080, +0.160]``: the accuracy difference A - B and its bootstrap 95 % interval."""
+    if r is None:
+        return "-"
+    return f"{r['diff']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
+
+
+def fmt_seeds(r: dict[str, Any] | None) -> str:
+    """Each seed's own difference A - B with McNemar b:c, ``s0 +0.05 (20:2)``."""
+    if r is None:
+        return "-"
+    return "; ".join(f"s{s['seed']} {s['diff']:+.3f} ({s['b']}:{s['c']})" for s in r["per_seed"])
+
+
+def fmt_p(row: dict[str, Any]) -> str:
+    """The clustered test's p (and TOST's for ``=``), raw -> Holm-adjusted."""
+    r = row["result"]
+    if r is None:
+        return "-"
+    raw = stats.family_pvalues(r)
+    names = ["test", "TOST"]
+    return "; ".join(f"{n} {p:.2g} -> {q:.2g}" for n, p, q in zip(names, raw, row["p_adjusted"] or raw))
+
+
+def ledger_lines(rows: list[dict[str, Any]], title: str = "## Verdicts: the claims ledger") -> list[str]:
+    """Markdown: the ledger's rules and one table row per claim and data set."""
+    lines = [f"{title}\n",
+             "Claims pre-registered in `configs/claims.py`; verdicts by the rules of `rsc_jax/stats.py`, "
+             "generated by the code (`scripts/verdicts.py ledger`). A vs B on the same test images and "
+             "training seeds: difference of accuracy (A - B) with its hierarchical-bootstrap 95 % interval "
+             f"(seeds, then images; {stats.N_RESAMPLES:,} draws); p of the image-clustered sign-flip test "
+             "(and of TOST for `=` claims) -> Holm-adjusted over the claims of its family on its data set. "
+             "`>` holds only if the adjusted test rejects with A ahead and no seed's own difference is "
+             "negative; `=` is alike only if TOST within the margin rejects; otherwise \"not shown either "
+             "way\". Not run: the reason is given.\n",
+             "| id | data set | A vs B (metric) | seeds x images | acc A | acc B | A - B [95 %] | p -> Holm | "
+             "per seed A - B (b:c) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        res = r["result"]
+        what = (f"{r['a']} {r['direction']} {r['b']}" if not r.get("all_of") else "all of " + ", ".join(r["all_of"]))
+        what += f" ({r['metric']})" if r["metric"] else ""
+        if r["direction"] == "=" and not r.get("all_of"):
+            what += f", margin {r['margin']:g}"
+        size = f"{res['n_seeds']} x {res['n_images']}" if res else "-"
+        acc = (f"{res['acc_a']:.3f} | {res['acc_b']:.3f}" if res else "- | -")
+        lines.append(f"| {r['id']} | {r['dataset']} | {what} | {size} | {acc} | {fmt_diff(res)} | {fmt_p(r)} | "
+                     f"{fmt_seeds(res)} | **{r['verdict']}**: {r['reason']} |")
+    return lines + [""]

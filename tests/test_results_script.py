@@ -177,10 +177,19 @@ def test_paired_test_counts_discordant_pairs_pooled_over_seeds(verdicts, tmp_pat
     assert verdicts.paired_test(runs["poisson_T4"], runs["direct_T4"], "square@8") is None
 
 
-def test_a_seed_that_rejects_the_other_way_makes_a_pooled_holds_inconclusive(verdicts, tmp_path):
-    """Seed 0: b = 20, c = 0; seed 1: b = 0, c = 7 (alone p = 2 / 2^7 = 0.016, the other
-    way). Pooled b = 20, c = 7: p = 2 P(Bin(27, 1/2) >= 20) = 0.019 < 0.05 with b > c, which
-    alone would be "holds"; the seeds disagree, so it is inconclusive."""
+def _claim(a="poisson_T4", b="direct_T4", metric="worst", direction=">", datasets=("d",), **kw):
+    return {"id": "x", "text": "Poisson vs direct", "a": a, "b": b, "metric": {d: metric for d in datasets},
+            "direction": direction, "margin": 0.03, "family": "f", "datasets": datasets, "all_of": None,
+            "test": "paired", "note": "", **kw}
+
+
+def test_a_seed_that_points_the_other_way_blocks_holds(verdicts, tmp_path):
+    """Seed 0: b = 20, c = 0 (images 4-23 right only in A); seed 1: b = 0, c = 7
+    (images 4-10 right only in B: the other way). Per image summed over seeds, d_i = 0
+    on images 4-10 and +1 on 11-23: the clustered test is the sign test of 13:0,
+    p = 2 / 2^13, which alone would be "holds"; seed 1's own difference is negative, so
+    the verdict is "not shown either way" (the earlier pooled test, 20:7, gave
+    "inconclusive" here too)."""
     import scipy.stats
     for seed, (b, c) in enumerate([(20, 0), (0, 7)]):
         a_s, b_s = _pair(4, b, c, 3 + (20 - b) + (7 - c))        # 34 images each seed
@@ -188,67 +197,54 @@ def test_a_seed_that_rejects_the_other_way_makes_a_pooled_holds_inconclusive(ver
         _write_run(tmp_path, "direct_T4", seed, b_s)
     ds = {"d": {"runs": verdicts.load_runs(str(tmp_path), _sweep("poisson_T4", "direct_T4", seeds=(0, 1))),
                 "meta": META, "matched": 0.3}}
-    v, = verdicts.verdicts(ds, (verdicts.Claim("x", "Poisson vs direct", "poisson_T4", "direct_T4", "worst"),))
-    t = v["tests"][0]
-    assert (t["b"], t["c"]) == (20, 7)
-    assert t["p_value"] == pytest.approx(scipy.stats.binomtest(20, 27, 0.5).pvalue) and t["p_value"] < 0.05
-    assert [(s["b"], s["c"]) for s in t["per_seed"]] == [(20, 0), (0, 7)]
-    assert t["per_seed"][1]["p_value"] == pytest.approx(2 / 2 ** 7)
-    assert v["verdict"] == "inconclusive" and "d seed 1 alone rejects" in v["reason"]
+    v, = verdicts.ledger(ds, [_claim()], n_resamples=500)
+    r = v["result"]
+    assert r["test"]["statistic"] == 13 and r["test"]["n_informative"] == 13
+    assert r["test"]["p_value"] == pytest.approx(scipy.stats.binomtest(13, 13, 0.5).pvalue)
+    assert [(s["b"], s["c"]) for s in r["per_seed"]] == [(20, 0), (0, 7)]
+    assert v["verdict"] == "not shown either way" and "seed(s) 1 point the other way" in v["reason"]
 
 
 @pytest.mark.parametrize("cells,direction,verdict", [
-    # (b, c) per data set; p by hand: 2 P(Bin(b + c, 1/2) >= max(b, c)), capped at 1.
-    ([(10, 1), (9, 0)], ">", "holds"),                 # p = 24/2048, 2/512: both reject, b > c
-    ([(10, 1), (0, 9)], ">", "does not hold"),         # the second rejects the other way
-    ([(10, 1), (3, 2)], ">", "inconclusive"),          # p = 1 on the second data set
-    ([(10, 1)], ">", "holds"),
-    ([(1, 10)], ">", "does not hold"),
-    ([(3, 2), (2, 2)], "=", "inconclusive"),          # no difference found, none shown
-    ([(3, 2), (0, 9)], "=", "does not hold"),
+    # (b, c) of one seed; the clustered test of one seed is McNemar's: p = 2 P(Bin(b + c, 1/2) >= max(b, c))
+    ((10, 1), ">", "holds"),                     # p = 24/2048
+    ((1, 10), ">", "does not hold"),
+    ((3, 2), ">", "not shown either way"),       # p = 1
+    ((3, 2), "=", "not shown either way"),       # 7 + 5 images: the interval is far wider than +-0.03
 ])
 def test_verdict_rules_on_hand_counted_fake_sweeps(verdicts, tmp_path, cells, direction, verdict):
     import scipy.stats
-    datasets = {}
-    for i, (b, c) in enumerate(cells):
-        root = tmp_path / f"d{i}"
-        a_s, b_s = _pair(4, b, c, 3)
-        _write_run(root, "poisson_T4", 0, a_s)
-        _write_run(root, "direct_T4", 0, b_s)
-        datasets[f"d{i}"] = {"runs": verdicts.load_runs(str(root), _sweep("poisson_T4", "direct_T4", "ann")),
-                             "meta": META, "matched": 0.3}
-    claim = verdicts.Claim("x", "Poisson vs direct", "poisson_T4", "direct_T4", "worst", direction)
-    v, = verdicts.verdicts(datasets, (claim,))
+    b, c = cells
+    a_s, b_s = _pair(4, b, c, 3)
+    _write_run(tmp_path, "poisson_T4", 0, a_s)
+    _write_run(tmp_path, "direct_T4", 0, b_s)
+    ds = {"d": {"runs": verdicts.load_runs(str(tmp_path), _sweep("poisson_T4", "direct_T4", "ann")),
+                "meta": META, "matched": 0.3}}
+    v, = verdicts.ledger(ds, [_claim(direction=direction)], n_resamples=500)
     assert v["verdict"] == verdict, v["reason"]
-    assert [(t["b"], t["c"]) for t in v["tests"]] == cells
-    for t, (b, c) in zip(v["tests"], cells):
-        assert t["p_value"] == pytest.approx(scipy.stats.binomtest(b, b + c, 0.5).pvalue)
-        assert t["acc_a"] == pytest.approx((4 + b) / (7 + b + c)) and t["acc_b"] == pytest.approx((4 + c) / (7 + b + c))
-    hand = {(10, 1): 24 / 2048, (9, 0): 2 / 512, (3, 2): 1.0}
-    for t in v["tests"]:
-        if (t["b"], t["c"]) in hand:
-            assert t["p_value"] == pytest.approx(hand[(t["b"], t["c"])])
-    lines = verdicts.verdict_lines([v])
-    assert f"**{verdict}**" in lines[2]
-    t = v["tests"][0]
-    assert f"| {t['b']} | {t['c']} | {t['p_value']:.3g} |" in "\n".join(lines)
+    r = v["result"]
+    assert (r["per_seed"][0]["b"], r["per_seed"][0]["c"]) == cells
+    assert r["test"]["p_value"] == pytest.approx(scipy.stats.binomtest(b, b + c, 0.5).pvalue)
+    assert r["acc_a"] == pytest.approx((4 + b) / (7 + b + c)) and r["acc_b"] == pytest.approx((4 + c) / (7 + b + c))
+    assert v["family_size"] == (2 if direction == "=" else 1)
+    lines = "\n".join(verdicts.ledger_lines([v]))
+    assert f"**{verdict}**" in lines and f"({b}:{c})" in lines
 
 
-def test_old_reports_without_correct_avg_are_inconclusive_never_guessed(verdicts, tmp_path):
+def test_old_reports_without_correct_avg_are_not_run_never_guessed(verdicts, tmp_path):
     # A hugely significant difference in the means (1.0 vs 0.0) but no per-example results.
     _write_run(tmp_path, "poisson_T4", 0, "1" * 20, legacy=True)
     _write_run(tmp_path, "direct_T4", 0, "0" * 20)
     ds = {"d": {"runs": verdicts.load_runs(str(tmp_path), _sweep("poisson_T4", "direct_T4")), "meta": META,
                 "matched": 0.3}}
-    v, = verdicts.verdicts(ds, (verdicts.Claim("x", "t", "poisson_T4", "direct_T4", "worst"),))
-    assert v["verdict"] == "inconclusive (no per-example results; re-run the sweep)"
-    t, = v["tests"]
-    assert t["missing"] and t["b"] is None and t["p_value"] is None
-    assert (t["acc_a"], t["acc_b"]) == (1.0, 0.0)                # the counts are still known, from acc_avg
-    assert "no per-example results" in "\n".join(verdicts.verdict_lines([v]))
-    # A claim on a run no data set has: inconclusive, with no tests.
-    v, = verdicts.verdicts(ds, (verdicts.Claim("y", "t", "rsc1_sigma0.2_T4", "ann", "worst"),))
-    assert v["verdict"] == "inconclusive" and v["tests"] == []
+    v, = verdicts.ledger(ds, [_claim()])
+    assert v["verdict"] == "not run" and v["result"] is None and "no per-image results" in v["reason"]
+    assert "no per-image results" in "\n".join(verdicts.ledger_lines([v]))
+    # a claim on a run the data set lacks, and on a data set that did not run
+    v, = verdicts.ledger(ds, [_claim("rsc1_sigma0.2_T4", "ann")])
+    assert v["verdict"] == "not run" and "rsc1_sigma0.2_T4" in v["reason"]
+    v, = verdicts.ledger(ds, [_claim(datasets=("e",))], absent={"e": "not on this machine"})
+    assert (v["verdict"], v["reason"]) == ("not run", "not on this machine")
     with pytest.raises(ValueError, match="direction"):
         verdicts.decide([], "<")
 
@@ -261,8 +257,11 @@ def test_claim_runs_resolve_to_the_sigma_grid(verdicts):
     assert verdicts.pick_run("rsc2@matched", meta, 0.431) == "rsc2_sigma0.5_T4"
     assert verdicts.pick_run("rsc2@matched", meta, 0.136) == "rsc2_sigma0.1_T4"
     assert verdicts.pick_run("rsc1@min", meta, 0.3) is None and verdicts.pick_run("ann", meta, 0.3) is None
-    ids = [c.id for c in verdicts.CLAIMS]
-    assert len(ids) == len(set(ids)) and all(c.direction in (">", "=") for c in verdicts.CLAIMS)
+    claims = verdicts.load_claims()
+    ids = [c["id"] for c in claims]
+    assert len(ids) == len(set(ids)) and {c["direction"] for c in claims} == {">", "="}
+    # radii and budgets are fixed in the claims file: every certified claim at r = 0.25
+    assert {m for c in claims for m in c["metric"].values() if m.startswith("cert@")} == {"cert@0.25"}
 
 
 def test_tables_carry_intervals_and_verdicts(results, verdicts, tmp_path):
@@ -275,15 +274,17 @@ def test_tables_carry_intervals_and_verdicts(results, verdicts, tmp_path):
     assert ints["digits"]["poisson_T4"]["clean"]["k"] == 3                          # evaluation.json, 1 draw
     rows = [{"run": r, "seed": 0, **META[r], "clean": 0.75, "worst@32": 0.5} for r in ("poisson_T4", "direct_T4")]
     aggs = {"digits": results.aggregate(rows)}
-    vs = verdicts.verdicts({"digits": {"runs": runs, "meta": aggs["digits"], "matched": 0.27}})
-    by_id = {v["id"]: v for v in vs}
-    assert by_id["1a"]["verdict"] == "holds" and by_id["1b"]["tests"] == []
+    vs = verdicts.ledger({"digits": {"runs": runs, "meta": aggs["digits"], "matched": 0.27}},
+                         verdicts.load_claims(families=("sweeps",)), n_resamples=500)
+    by_id = {(v["id"], v["dataset"]): v for v in vs}
+    assert by_id["1a", "digits"]["verdict"] == "holds"                            # 10:1, family of 1 that ran
+    assert by_id["1b", "digits"]["verdict"] == "not run" and by_id["1a", "mnist"]["verdict"] == "not run"
     md = "\n".join(results.markdown(aggs, {"digits": 0.27}, ints, {}, {}, vs))
     lo, hi = verdicts.metrics.binomial_interval(3, 4)
     assert f"| poisson_T4 | 1 | 0.750 [{lo:.3f}, {hi:.3f}] |" in md             # clean, count known
     lo, hi = verdicts.metrics.binomial_interval(14, 20)
     assert f"0.700 [{lo:.3f}, {hi:.3f}]" in md                                    # worst@32, M-averaged
-    assert "### 1a. claim 1: Poisson SNN more robust than the direct SNN" in md and "| 10 | 1 | 0.0117 |" in md
+    assert "| 1a | digits | poisson_T4 > direct_T4 (worst@32) | 1 x 20 |" in md and "test 0.012 -> 0.012" in md
     json.dumps({"intervals": ints, "verdicts": vs})                               # summary.json can hold them
 
 
@@ -309,17 +310,20 @@ def test_ersct_intervals_pool_counts_over_seeds(results):
 # --------------------------------------------------------------------------- controlled sweeps
 
 
-def test_controlled_comparisons_pair_attacks_and_certificates(tmp_path):
-    """scripts/controlled.py on a fake digits_controlled sweep: the worst-case claim c1
-    and the certified-accuracy claim k1 are McNemar tests on hand-chosen examples, the
-    certified column counts an example when it is correct and its radius reaches r."""
+def test_controlled_ledger_from_runs_and_from_its_json(tmp_path):
+    """scripts/controlled.py on a fake digits_controlled sweep with two seeds: c1 (worst
+    case) and k1 (certified accuracy, "=") by the clustered test on hand-chosen images;
+    the JSON keeps the per-image strings, so ``--from_json`` gives the same ledger with
+    the runs gone; RESULTS.md and README blocks are written from the JSON."""
+    import shutil
     ctl = load_script("controlled")
-    root = tmp_path / "digits_controlled"
-    a, b = _pair(4, 9, 1, 6)                     # c1: b = 9, c = 1 -> p = 22/1024
-    _write_run(root, "rsc1_sigma0.2_T4", 0, a)
-    _write_run(root, "poisson_T4", 0, b)
+    root = tmp_path / "sweeps" / "digits_controlled"
+    a, b = _pair(4, 14, 1, 1)                    # c1 per seed: b = 14, c = 1 on the same images
+    for seed in (0, 1):
+        _write_run(root, "rsc1_sigma0.2_T4", seed, a)
+        _write_run(root, "poisson_T4", seed, b)
     radii_a = [0.3] * 10 + [0.1] * 10            # cert@0.25: first 10 certified in A
-    radii_b = [0.3] * 2 + [0.0] * 18             # ... first 2 in B: b = 8, c = 0 -> p = 2/256
+    radii_b = [0.3] * 2 + [0.0] * 18             # ... first 2 in B
     for run, radii in (("rsc2_sigma0.2_T4", radii_a), ("rsc1_sigma0.1_T4", radii_b)):
         _write_run(root, run, 0, "1" * 20)
         (root / f"{run}_seed0" / "certify.jsonl").write_text("".join(
@@ -334,43 +338,54 @@ def test_controlled_comparisons_pair_attacks_and_certificates(tmp_path):
     (rob.parent / "sanity_recheck").mkdir()
     c2, r2 = sanity(0.0, 10, "pass")
     (rob.parent / "sanity_recheck" / "robustness.json").write_text(json.dumps({"checks": [c2], "results": [r2]}))
-    # a Square re-check (scripts/recheck.py --family=square)
-    (rob.parent / "square_recheck").mkdir()
-    (rob.parent / "square_recheck" / "recheck.json").write_text(json.dumps({"rows": [
-        {"eps_255": 32.0, "square": {"queries": 5000, "draws": 4, "acc_avg": 0.85},
-         "worst_before": 0.4, "worst_after": 0.35}]}))
-    assert ctl.main(["--sweeps", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
-    md = (tmp_path / "out" / "controlled.md").read_text()
-    assert ("| s0: pass (0.000, EOT-10); rechecked, was FLAG (0.063, EOT-1) | "
-            "s0: 5000 x 4 at 32/255: 0.850, worst 0.400 -> 0.350 |") in md
-    assert "| poisson_T4 | 0 | - | s0: - | - | - | - |" in md     # no checks, no Square re-check, not certified
-    vs = {v["id"]: v for v in json.loads((tmp_path / "out" / "controlled.json").read_text())["verdicts"]}
-    t = vs["c1"]["tests"][0]
-    assert (t["b"], t["c"]) == (9, 1) and t["p_value"] == pytest.approx(22 / 1024)
-    assert vs["c1"]["verdict"] == "holds"
-    # cert@0.25: A's example 0 is wrong, so A certifies examples 1-9 and B examples 0, 1:
-    # b = 8 (examples 2-9), c = 1 (example 0), p = 2 (1 + 9) / 2^9.
-    k = vs["k1"]["tests"][0]
-    assert (k["b"], k["c"]) == (8, 1) and k["acc_a"] == pytest.approx(9 / 20)
-    assert k["p_value"] == pytest.approx(20 / 512)
-    assert vs["k1"]["verdict"] == "does not hold"          # "alike" rejected
-    md = (tmp_path / "out" / "controlled.md").read_text()
-    assert "cert@0.25" in md and "Attack preset" in md
-    # --results_md rewrites only the marked blocks of docs/RESULTS.md
-    res = tmp_path / "RESULTS.md"
+    out = tmp_path / "out"
+    res, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
     res.write_text("intro\n<!-- controlled-table -->\nSTALE\n<!-- /controlled-table -->\nmiddle\n"
+                   "<!-- controlled-noise -->\n<!-- /controlled-noise -->\n"
                    "<!-- controlled-verdicts -->\n<!-- /controlled-verdicts -->\nend\n")
-    assert ctl.main(["--sweeps", str(tmp_path), "--out", str(tmp_path / "out"), "--results_md", str(res)]) == 0
+    readme.write_text("a\n<!-- claims-summary -->\nold words\n<!-- /claims-summary -->\nb\n")
+    args = ["--out", str(out), "--results_md", str(res), "--readme", str(readme), "--n_resamples", "500"]
+    assert ctl.main(["--sweeps", str(tmp_path / "sweeps"), *args]) == 0
+    summary = json.loads((out / "controlled.json").read_text())
+    assert summary["per_image"]["digits"]["poisson_T4"]["1"]["worst@32"] == b
+    rows = {(v["id"], v["dataset"]): v for v in summary["ledger"]}
+    c1 = rows["c1", "digits"]
+    # two seeds that agree image by image: d_i = +2 on 14 images, -2 on 1: the sign test of
+    # 14:1, p = 2 x 16 / 2^15 (not 28:2 as pooling would count them)
+    assert c1["result"]["test"]["statistic"] == 26 and c1["result"]["test"]["p_value"] == pytest.approx(2 ** -10)
+    assert c1["result"]["diff"] == pytest.approx(26 / 40)
+    # Holm over the controlled family on digits: the 9 p-values of c1, c8, c9, k1 (test and
+    # TOST each), c11, c12 (the runs they need exist); c1's is the smallest: x 9
+    assert c1["family_size"] == 9 and c1["p_adjusted"][0] == pytest.approx(9 * 2 ** -10)
+    assert c1["verdict"] == "holds"
+    # cert@0.25 (seed 0): A certifies examples 1-9, B examples 0, 1: 8:1, p = 20/512; 7 points apart
+    k1 = rows["k1", "digits"]
+    assert (k1["result"]["per_seed"][0]["b"], k1["result"]["per_seed"][0]["c"]) == (8, 1)
+    assert k1["result"]["test"]["p_value"] == pytest.approx(20 / 512)
+    assert k1["verdict"] == "not shown either way"
+    assert rows["c7", "digits"]["verdict"] == "not run" and "ann_poisson_mean4" in rows["c7", "digits"]["reason"]
+    assert rows["c1", "mnist"]["verdict"] == "not run" and rows["noise", "digits"]["verdict"] == "not run"
+    md = (out / "controlled.md").read_text()
+    assert "| s0: pass (0.000, EOT-10); rechecked, was FLAG (0.063, EOT-1); s1: - |" in md and "Attack preset" in md
+    # the noise table: the Poisson SNN's time average against the 4-frame ANN (x(1-x)/4), matched
+    assert "| c7, n1 | poisson_T4 (T = 4) | sqrt(x(1-x)/4) = 0.133 | ann_poisson_mean4 |" in md
     text = res.read_text()
     assert text.startswith("intro\n<!-- controlled-table -->\nAccuracy of the 10-draw-averaged logits")
     assert "STALE" not in text and "\nmiddle\n" in text and text.endswith("<!-- /controlled-verdicts -->\nend\n")
-    # clean 20/20 (Clopper-Pearson lower 0.025 ** (1/20) = 0.832); worst case 13/20 (_pair)
-    assert "| RSC-I sigma 0.2 | 0 | 1.000 [0.832, 1.000] |" in text and "| 0.650 [0.408, 0.846] |" in text
-    assert "| c1 | RSC-I (sigma 0.2) more robust than the Poisson SNN (worst" in text and "| 9 | 1 | 0.021 | - | **holds** |" in text
-    assert "| c5 |" in text and "(not run) |" in text
-    # a missing marker: one line, the file untouched
+    assert "| RSC-I sigma 0.2 | 0,1 | 1.000 [0.912, 1.000] |" in text      # 40/40: lower 0.025 ** (1/40)
+    assert "| c1 | digits | rsc1_sigma0.2_T4 > poisson_T4 (worst@32) | 2 x 20 |" in text and "**holds**" in text
+    assert "| c6, n3 | rsc1_sigma0.2_T4 (T = 4) | sigma = 0.2 |" in text
+    summ = readme.read_text()
+    assert summ.startswith("a\n<!-- claims-summary -->\nVerdicts of the pre-registered claims on digits")
+    assert "holds: c1 (+0.650 [" in summ and "not run: " in summ and "old words" not in summ
+    # the runs gone: the same ledger from the committed JSON
+    shutil.rmtree(tmp_path / "sweeps")
+    shutil.copy(out / "controlled.json", tmp_path / "kept.json")
+    assert ctl.main(["--from_json", str(tmp_path / "kept.json"), *args]) == 0
+    again = json.loads((out / "controlled.json").read_text())
+    assert again["ledger"] == summary["ledger"] and res.read_text() == text and readme.read_text() == summ
+    # a missing marker: one line, the files untouched
     res.write_text("no markers\n")
-    assert ctl.main(["--sweeps", str(tmp_path), "--out", str(tmp_path / "out"), "--results_md", str(res)]) == 1
+    assert ctl.main(["--from_json", str(tmp_path / "kept.json"), *args]) == 1
     assert res.read_text() == "no markers\n"
-    assert ctl.main(["--sweeps", str(tmp_path), "--out", str(tmp_path / "out"),
-                     "--results_md", str(tmp_path / "absent.md")]) == 1
+    assert ctl.main(["--from_json", str(tmp_path / "absent.json"), "--out", str(out)]) == 1
