@@ -350,7 +350,7 @@ def headline_blocks(summary: dict[str, Any], dataset: str) -> dict[str, str]:
     rows = [r for r in summary["ledger"] if r["dataset"] == dataset] + \
            [r for r in summary["ledger"] if r["dataset"] != dataset and r["family"] in ("certify",)]
     return {"controlled-table": "\n".join(table), "controlled-noise": "\n".join(noise),
-            "controlled-verdicts": "\n".join(vd.ledger_lines(rows, "Verdicts: the claims ledger")[2:]).rstrip()}
+            "controlled-verdicts": "\n".join(vd.ledger_lines(rows)[1:]).rstrip()}
 
 
 def readme_block(summary: dict[str, Any], dataset: str = "digits") -> str:
@@ -362,10 +362,12 @@ def readme_block(summary: dict[str, Any], dataset: str = "digits") -> str:
         groups.setdefault(r["verdict"], []).append(r)
     parts = []
     for verdict, rs in groups.items():
-        reasons = sorted({r["reason"] for r in rs}) if verdict == NOT_RUN else []
-        why = f" ({'; '.join(reasons)})" if reasons and len(reasons) <= 2 else ""
+        if verdict == NOT_RUN:
+            for why in dict.fromkeys(r["reason"] for r in rs):
+                parts.append(f"{verdict}: " + ", ".join(r["id"] for r in rs if r["reason"] == why) + f" ({why})")
+            continue
         parts.append(f"{verdict}: " + ", ".join(f"{r['id']}" + (f" ({vd.fmt_diff(r['result'])})" if r["result"] else "")
-                                                 for r in rs) + why)
+                                                 for r in rs))
     comp = [r for r in summary["ledger"] if r.get("all_of") and r["dataset"] == dataset]
     text = (f"Verdicts of the pre-registered claims on {dataset} (`configs/claims.py`; written by "
             f"`scripts/controlled.py` from `docs/results/controlled.json`, rules in `rsc_jax/stats.py`): "
@@ -420,7 +422,7 @@ def finish(summary: dict[str, Any], claims: list[dict[str, Any]], n_resamples: i
         old = [(f"{i} (superseded)", t["run_a"], t["run_b"]) for i, t in (summary.get("superseded") or {}).get(d, {}).items()
                if (t["run_a"], t["run_b"]) not in {(a, b) for _, a, b in cl}]
         pairs[d] = noise_pairs(noise[d], cl + old)
-    why = {d: "per-image results of each seed not in controlled.json (written before it kept them); re-run pending"
+    why = {d: "per-image results of each seed not in controlled.json, written before it kept them; re-run pending"
            for d in summary["intervals"] if not summary["per_image"].get(d)}
     datasets = {d: {"runs": runs_from_json(s)} for d, s in summary["per_image"].items() if s}
     rows = vd.ledger(datasets, claims, n_resamples=n_resamples, absent=why)
