@@ -213,7 +213,8 @@ def tost(draws: Sequence[float], margin: float = MARGIN) -> dict[str, float]:
     if x.ndim != 1 or x.size < 1 or not np.all(np.isfinite(x)):
         raise ValueError(f"draws of shape {x.shape} are not allowed; need a 1-D array of finite bootstrap draws")
     if not (np.isfinite(margin) and margin > 0):
-        raise ValueError(f"margin={margin!r} is not allowed; need a finite margin > 0 (accuracy units, 0.03 = 3 points)")
+        raise ValueError(f"margin={margin!r} is not allowed; need a finite margin > 0 "
+                         "(accuracy units, 0.03 = 3 points)")
     lo = (1 + int(np.sum(x <= -margin))) / (1 + x.size)
     up = (1 + int(np.sum(x >= margin))) / (1 + x.size)
     return {"p_lower": lo, "p_upper": up, "p_value": max(lo, up), "margin": float(margin)}

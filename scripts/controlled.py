@@ -419,7 +419,8 @@ def finish(summary: dict[str, Any], claims: list[dict[str, Any]], n_resamples: i
         sw = config.call_file(os.path.join(config.CONFIG_DIR, "sweeps", f"{SWEEPS[d]}.py"), "get_sweep")
         noise[d] = noise_rows(sw, poisson_rms_of(d))
         cl = [(c["id"], c["a"], c["b"]) for c in claims if not c["all_of"]]
-        old = [(f"{i} (superseded)", t["run_a"], t["run_b"]) for i, t in (summary.get("superseded") or {}).get(d, {}).items()
+        sup = (summary.get("superseded") or {}).get(d, {})
+        old = [(f"{i} (superseded)", t["run_a"], t["run_b"]) for i, t in sup.items()
                if (t["run_a"], t["run_b"]) not in {(a, b) for _, a, b in cl}]
         pairs[d] = noise_pairs(noise[d], cl + old)
     why = {d: "per-image results of each seed not in controlled.json, written before it kept them; re-run pending"

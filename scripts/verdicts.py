@@ -272,7 +272,8 @@ def cells(a: dict[int, dict[str, Entry]], b: dict[int, dict[str, Entry]], metric
         return None, None, seeds, key, "no per-image results (correct_avg) kept for some seed; re-run pending"
     ns = {e["n"] for e in ea + eb}
     if len(ns) != 1:
-        raise ValueError(f"{key}: runs judged on different numbers of test images ({sorted(ns)}); they cannot be paired")
+        raise ValueError(f"{key}: runs judged on different numbers of test images ({sorted(ns)}); "
+                         "they cannot be paired")
     return np.stack([e["correct"] for e in ea]), np.stack([e["correct"] for e in eb]), seeds, key, ""
 
 
