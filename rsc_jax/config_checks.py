@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from rsc_jax import apgd, backend, coding, config, models, neurons, validation
+from rsc_jax import apgd, backend, classifier, coding, config, data, models, neurons, validation
 from rsc_jax.validation import ConfigError
 
 E = ConfigError
@@ -71,7 +71,7 @@ def check_dataset(c: Any, p: str = "config.dataset.") -> None:
         if not c.path:
             validation.fail(p + "path", c.path, "dataset.name='npz' needs the path of an .npz file", E)
         if not os.path.isfile(c.path):
-            validation.fail(p + "path", c.path, "the file does not exist", E)
+            raise E(data.missing_file_message(c.path, p + "path"))
     _ints(c, p, 1, "num_train", "num_test", all_value=-1)
     _ints(c, p, 0, "image_size")
     _bools(c, p, "augment")
@@ -214,3 +214,52 @@ def validate(cfg: Any, modes: tuple[str, ...] = (), *, device_count: int | None 
     check_devices(cfg, device_count)
     if "certify" in modes:
         check_certifiable(cfg.coding.method)
+
+
+def _builds(clf_config: dict[str, Any]) -> str | None:
+    """None when the model of ``clf_config`` can be built on its images, else the error
+    (``jax.eval_shape`` of ``init``: traced only, nothing compiled or allocated)."""
+    try:
+        jax.eval_shape(lambda: classifier.build_model(clf_config).init(
+            jax.random.key(0), classifier.dummy_input(clf_config), train=False))
+        return None
+    except Exception as e:   # noqa: BLE001 (a layer that does not fit raises anything: ZeroDivisionError, ...)
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}".rstrip(": ")
+
+
+def check_model_input(clf_config: dict[str, Any], field: str = "config.model.name") -> None:
+    """The model ``clf_config`` describes (``train.classifier_config``) can be built on its
+    data's images; else one line naming the smallest square image size it builds on.
+
+    E.g. vgg11's five 2 x 2 poolings leave nothing of an 8 x 8 digits image. The search
+    traces ``init`` at growing sizes (only when the data's size fails)."""
+    error = _builds(clf_config)
+    if error is None:
+        return
+    h, w, c = (list(clf_config["dataset"]["image_shape"]) + [1, 1, 1])[:3]
+
+    def at(side: int) -> dict[str, Any]:
+        return dict(clf_config, dataset=dict(clf_config["dataset"], image_shape=[side, side, c]))
+
+    lo, hi = max(h, w), max(h, w) * 2
+    while hi <= 1024 and _builds(at(hi)) is not None:
+        lo, hi = hi, hi * 2
+    if hi > 1024:
+        need = ""
+    else:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if _builds(at(mid)) is None else (mid, hi)
+        need = f"; it needs images of at least {hi}x{hi} (e.g. --config.dataset.name=mnist or cifar10)"
+    name = clf_config["model"]["name"]
+    raise E(f"{field}={name!r} is not allowed for the {h}x{w}x{c} images of "
+            f"{clf_config['dataset'].get('name', 'this data set')}: the model cannot be built on them ({error})"
+            f"{need}")
+
+
+def check_training_set(cfg: Any, num_train: int) -> None:
+    """A training batch fits in the training set (``data.steps_per_epoch`` drops the rest)."""
+    if cfg.train.batch_size > num_train:
+        validation.fail("config.train.batch_size", cfg.train.batch_size,
+                        f"the training set has {num_train} examples (config.dataset.num_train and the data set); "
+                        "use a batch size of at most that", E)

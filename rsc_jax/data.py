@@ -16,6 +16,7 @@ import concurrent.futures
 import dataclasses
 import os
 import queue
+import re
 import threading
 from typing import Any, Callable, Iterator, Protocol
 
@@ -128,10 +129,27 @@ def load_digits_arrays() -> dict[str, np.ndarray]:
             "test_images": images[te], "test_labels": labels[te]}
 
 
+def missing_file_message(path: str, field: str = "config.dataset.path") -> str:
+    """The one line for an .npz data file that is not there: how to build it
+    (``scripts/make_subsets.py``, docs/DATA.md) and how to point the run at it.
+
+    A path inside an installed package (a bundled config's default, ``../shared/data``
+    beside a source checkout) is not shown as a place to put the file."""
+    name = os.path.basename(path) or "data.npz"
+    m = re.fullmatch(r"(mnist|cifar10)_subset\.npz", name)
+    dataset = m.group(1) if m else "mnist|cifar10"
+    installed = any(part in ("site-packages", "dist-packages") for part in os.path.abspath(path).split(os.sep))
+    where = (" (the bundled config looks beside a source checkout, in ../shared/data, which an installed "
+             "package does not have)" if installed else f" at {path!r}")
+    return (f"{field}: the data file {name} does not exist{where}; build it with `python scripts/make_subsets.py "
+            f"--dataset={dataset} --data_dir=DIR --out={name}` (in a checkout; DIR: a tfds data_dir with the "
+            f"data set prepared; docs/DATA.md) and pass --config.dataset.path=PATH/TO/{name}")
+
+
 def load_npz_arrays(path: str) -> dict[str, np.ndarray]:
     """Reads and checks an .npz with ``NPZ_KEYS``; raises ``DataError`` naming the problem."""
     if not os.path.isfile(path):
-        raise DataError(f"dataset.path={path!r}: no such file")
+        raise DataError(missing_file_message(path))
     try:
         with np.load(path) as f:
             arrays = {k: f[k] for k in f.files}

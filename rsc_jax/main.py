@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 
@@ -29,8 +30,12 @@ from ml_collections import config_flags
 
 from rsc_jax import config as rsc_config
 
+# No default here: ml_collections parses a default (with the command line's overrides)
+# while the flag is defined, at import, where a misspelt override cannot get its one-line
+# error; ``parse_flags`` adds ``--config=digits`` when none is given.
+DEFAULT_CONFIG = "digits"
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", rsc_config.resolve_file("digits"), "Experiment config: a bundled one by name ("
+    "config", None, "Experiment config (default: digits): a bundled one by name ("
     + ", ".join(rsc_config.config_names()) + ") or the path of a config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, exports and reports.")
 _MODE = flags.DEFINE_list("mode", ["all"], "What to run: one of train, evaluate, export, attack, certify, "
@@ -99,7 +104,8 @@ def _main(terminal) -> None:
 
     try:
         pipeline.run(_CONFIG.value, _WORKDIR.value, ",".join(_MODE.value), export_path=_EXPORT.value,
-                     progress=_PROGRESS.value, say=terminal.say if pid == 0 else None, started=started)
+                     progress=_PROGRESS.value, say=terminal.say if pid == 0 else None, started=started,
+                     explicit=tuple(config_flags.get_override_values(flags.FLAGS["config"])))
     except (validation.ConfigError, data.DataError, export.ExportError, classifier.InputError,
             pipeline.WorkdirError, train.NonFiniteError, parallel.DistributedError) as e:
         logging.error("%s", e, extra=terminal.FILE_ONLY)   # in the log file; printed once, below
@@ -120,7 +126,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         _help(argv)                   # prints the modes and the config fields, exits 0
     try:
         argv = _resolve_config_flag(argv)
-    except FileNotFoundError as e:
+        argv = [argv[0], *map(_fractions, argv[1:])]
+    except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     try:
         return app.parse_flags_with_usage(argv)
@@ -132,14 +139,62 @@ def parse_flags(argv: list[str]) -> list[str]:
         bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
         culprit = next((a for a in bad if names and a.split(".")[-1] == names[0]
                         or names and f".{names[0]}." in a), bad[0] if bad else "--config")
+        near = _near_fields(culprit, names[0]) if names else []
+        near = near or ([hint.group(1)] if hint else [])
         sys.exit(f"error: unknown config field {culprit} ({names[0] if names else text!r} does not exist"
-                 + (f"; did you mean {hint.group(1)!r}?)" if hint else ")"))
+                 + (f"; did you mean {_either(near)}?)" if near else ")"))
+
+
+_NUMBERS = re.compile(r"[\s\d.eE+\-/(),\[\]]+")
+_FRACTION = re.compile(r"(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*/\s*(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)")
+
+
+def _fractions(arg: str) -> str:
+    """``--config.FIELD=16/255`` (or a tuple like ``(0,8/255,16/255)``): each fraction of
+    plain numbers replaced by its float value, so eps values can be given as in the paper.
+    Values with anything but numbers, ``/``, commas and brackets (paths) are left alone."""
+    name, eq, value = arg.partition("=")
+    if not (name.startswith("--config.") and eq and "/" in value and _NUMBERS.fullmatch(value)):
+        return arg
+
+    def div(m: re.Match) -> str:
+        if float(m.group(2)) == 0:
+            raise ValueError(f"{name}={value} divides by zero")
+        return repr(float(m.group(1)) / float(m.group(2)))
+
+    return f"{name}={_FRACTION.sub(div, value)}"
+
+
+def _near_fields(flag: str, name: str) -> list[str]:
+    """Fields of ``flag``'s section (``--config.SECTION.NAME``) that ``name`` is part of
+    or close to (``eps`` -> eps_grid, strong_eps, sanity_eps, l2_eps_grid)."""
+    import difflib
+    parts = flag.split(".")
+    base = rsc_config.base()
+    section = parts[1] if len(parts) > 2 else None
+    fields = list(base[section].keys()) if section in base and hasattr(base[section], "keys") else list(base.keys())
+    if name not in parts[1:2] or section is None:
+        parts_of = [f for f in fields if name in f.split("_") or (len(name) > 3 and name in f)]
+    else:
+        parts_of = []
+    close = difflib.get_close_matches(name, fields, n=3)
+    return list(dict.fromkeys(parts_of + close))[:5]
+
+
+def _either(names: list[str]) -> str:
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def _resolve_config_flag(argv: list[str]) -> list[str]:
     """``--config=NAME`` (a bundled config, from any folder) or ``--config=PATH``, turned into
-    the file's absolute path for ml_collections (``config.resolve_file``); keeps its ``:ARG``."""
+    the file's absolute path for ml_collections (``config.resolve_file``); keeps its ``:ARG``.
+    Without ``--config``, ``--config=digits`` (``DEFAULT_CONFIG``)."""
     out = list(argv)
+    given = [a for a in out[1:out.index("--") if "--" in out else len(out)]
+             if a in ("--config", "-config") or a.startswith(("--config=", "-config="))]
+    if not given:
+        out.insert(1, f"--config={DEFAULT_CONFIG}")
     for i in range(1, len(out)):
         a = out[i]
         if a == "--":
@@ -193,10 +248,16 @@ def _help(argv: list[str]) -> None:
             f"Config fields of {os.path.relpath(path) if os.path.isfile(path) else path}{note}",
             "(override any with --config.SECTION.FIELD=VALUE, e.g. --config.coding.sigma=0.3 "
             "--config.train.epochs=5):"]
+    quick = bool(cfg.attack.get("quick", False)) if "attack" in cfg else False
     for key, section in cfg.items():
         if not hasattr(section, "items"):
             out.append(f"  {key}={section!r}")
             continue
+        if key == "attack" and quick:     # the values that run: the quick preset applied
+            from rsc_jax.evaluators import robustness
+            section = robustness.effective_config(section)
+            out.append("  (attack.quick=True: the quick preset's caps are applied below; a field given as "
+                       "--config.attack.FIELD=VALUE is not capped)")
         fields = " ".join(f"{k}={_short(v)}" for k, v in section.items())
         out += textwrap.wrap(fields, 100, initial_indent=f"  {key}: ", subsequent_indent=" " * (len(key) + 4),
                              break_long_words=False, break_on_hyphens=False)

@@ -22,6 +22,7 @@ from rsc_jax import (backend, classifier, coding, config, config_checks, data, d
 from rsc_jax.validation import ConfigError
 
 ANN_TWIN_DIR = "ann_twin"
+log = logging.getLogger(__name__)
 
 
 class WorkdirError(ValueError):
@@ -29,16 +30,32 @@ class WorkdirError(ValueError):
 
 
 def check_workdir(workdir: str) -> str:
-    """Creates ``workdir`` if needed; refuses a file or a directory we cannot write."""
+    """``workdir`` as an absolute path, refused (one line) when it is a file, is not
+    writable or cannot be created; creates nothing (``make_workdir`` does, once the run has
+    passed every check, so that a refused run leaves no new folder)."""
     workdir = os.path.abspath(workdir)
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise WorkdirError(f"--workdir={workdir!r} is a file, not a directory")
+    if os.path.exists(workdir):
+        if not os.path.isdir(workdir):
+            raise WorkdirError(f"--workdir={workdir!r} is a file, not a directory")
+        if not os.access(workdir, os.W_OK | os.X_OK):
+            raise WorkdirError(f"--workdir={workdir!r} is not writable")
+        return workdir
+    parent = os.path.dirname(workdir)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise WorkdirError(f"--workdir={workdir!r} cannot be created: {parent!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WorkdirError(f"--workdir={workdir!r} cannot be created: {parent!r} is not writable")
+    return workdir
+
+
+def make_workdir(workdir: str) -> str:
+    """Creates the (checked) ``workdir``."""
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as e:
         raise WorkdirError(f"--workdir={workdir!r} cannot be created: {e.strerror}") from e
-    if not os.access(workdir, os.W_OK | os.X_OK):
-        raise WorkdirError(f"--workdir={workdir!r} is not writable")
     return workdir
 
 
@@ -131,29 +148,43 @@ def _export(r: Run) -> Summary:
 def _evaluate(r: Run) -> Summary:
     res = evaluators.get("clean")(r.classifier(), *r.test_arrays(), r.cfg.eval, workdir=r.workdir,
                                   mesh=r.mesh, progress=r.progress, seed=r.cfg.seed, source=r.export_path)
-    logging.info("clean test accuracy %.4f (1 draw), %.4f (%d draws averaged)", res["accuracy"],
+    log.info("clean test accuracy %.4f (1 draw), %.4f (%d draws averaged)", res["accuracy"],
                  res[f"accuracy_avg{r.cfg.eval.draws}"], r.cfg.eval.draws)
     return (f"clean accuracy {res['accuracy']:.4f} (1 draw) / {res[f'accuracy_avg{r.cfg.eval.draws}']:.4f} "
             f"({r.cfg.eval.draws} draws)", report.path(r.workdir, "evaluation"))
 
 
+def transfer_source_path(cfg: Any, workdir: str, export_path: str) -> str:
+    """Where the transfer attack's source export is: ``attack.transfer_from``; else the
+    E-RSCT teacher; else the ANN twin of the run the export comes from
+    (``RUN/ann_twin/export`` beside ``RUN/export``, so an export evaluated in another
+    workdir keeps its twin), then ``WORKDIR/ann_twin/export``."""
+    if cfg.attack.transfer_from:
+        return cfg.attack.transfer_from
+    if cfg.distill.enabled:                                 # the teacher is the ANN twin
+        beside = os.path.join(os.path.dirname(os.path.abspath(export_path)), distill.TEACHER_DIR, "export")
+        return beside if not cfg.distill.teacher and os.path.isdir(beside) else distill.teacher_export_path(cfg, workdir)
+    beside = os.path.join(os.path.dirname(os.path.abspath(export_path)), ANN_TWIN_DIR, "export")
+    return beside if os.path.isdir(beside) else os.path.join(workdir, ANN_TWIN_DIR, "export")
+
+
 def _transfer_source(r: Run) -> classifier.Classifier | None:
     if not r.cfg.attack.transfer:
         return None
-    src = r.cfg.attack.transfer_from or os.path.join(r.workdir, ANN_TWIN_DIR, "export")
-    if r.cfg.distill.enabled and not r.cfg.attack.transfer_from:
-        src = distill.teacher_export_path(r.cfg, r.workdir)   # the teacher is the ANN twin
+    src = transfer_source_path(r.cfg, r.workdir, r.export_path)
     if os.path.isdir(src):
+        log.info("transfer-attack source: %s", src)
         return export.load(src)
-    logging.warning("no transfer source at %s: the transfer attack is skipped (point "
+    log.warning("no transfer source at %s: the transfer attack is skipped (point "
                     "--config.attack.transfer_from=PATH at an export, e.g. an ANN twin's, or run --mode=all, which "
                     "trains one; --config.attack.transfer=False turns the attack off)", src)
     return None
 
 
 def _attack(r: Run) -> Summary:
+    transfer = _transfer_source(r)
     res = evaluators.get("robustness")(r.classifier(), *r.test_arrays(), r.cfg.attack, workdir=r.workdir,
-                                       mesh=r.mesh, transfer=_transfer_source(r), progress=r.progress,
+                                       mesh=r.mesh, transfer=transfer, progress=r.progress,
                                        source=r.export_path)
     flagged = sum(c["status"] != "pass" for c in res["checks"])
     checks = f"{flagged} gradient-masking check(s) FLAGGED" if flagged else "gradient-masking checks pass"
@@ -163,9 +194,10 @@ def _attack(r: Run) -> Summary:
                 f"{w['acc_single']:.3f} (1 draw) / {w['acc_avg']:.3f} (averaged); {checks}")
     else:
         text = f"{len(res['results'])} attack settings on {res['n_examples']} images; {checks}"
-    if r.cfg.attack.convergence:
+    if r.cfg.attack.convergence or r.cfg.attack.doubled_budget:
         conv = evaluators.get("convergence")(r.classifier(), *r.test_arrays(), r.cfg.attack, workdir=r.workdir,
-                                             mesh=r.mesh, progress=r.progress, source=r.export_path)
+                                             mesh=r.mesh, progress=r.progress, source=r.export_path, baseline=res,
+                                             transfer=transfer)
         flagged = [c["name"] for c in conv["checks"] if c["status"] != "pass"]
         text += f"; convergence {'FLAGGED: ' + ', '.join(flagged) if flagged else 'checks pass'}"
     return text, report.path(r.workdir, "robustness")
@@ -175,7 +207,7 @@ def _certify(r: Run) -> Summary:
     res = evaluators.get("certification")(r.classifier(), *r.test_arrays(), r.cfg.certify,
                                           workdir=r.workdir, mesh=r.mesh, progress=r.progress,
                                           source=r.export_path)
-    logging.info("certified accuracy %s at radii %s", res["certified_accuracy"], res["radii"])
+    log.info("certified accuracy %s at radii %s", res["certified_accuracy"], res["radii"])
     pairs = [(rad, a) for rad, a in zip(res["radii"], res["certified_accuracy"]) if rad > 0]
     at = ([p for p in pairs if p[0] in (0.1, 0.25, 0.5)] or pairs)[:2]
     text = (f"certified accuracy {' / '.join(f'{a:.3f}' for _, a in at)} at l_2 radius "
@@ -256,20 +288,44 @@ def check_matches_export(cfg: Any, exported: dict[str, Any], path: str) -> None:
                 + ", ".join(f"{f}={t!r}" for f, o, t in fields if o != t) + ")")
 
 
+def _value(v: Any) -> str:
+    return "(" + ",".join(_value(x) for x in v) + ")" if isinstance(v, (tuple, list)) else f"{v:g}" \
+        if isinstance(v, float) else str(v)
+
+
 NEEDS_DATA = ("train", "train_ann_twin", "evaluate", "export", "attack", "certify")
 
 
+def apply_quick_preset(cfg: Any, explicit: Any = ()) -> tuple[Any, list[str]]:
+    """``cfg`` with the quick attack preset resolved around the fields set explicitly
+    (``explicit``: ``attack.FIELD`` names, the command line's overrides; explicit
+    settings win, ``robustness.effective_config``), and the names of the fields it left;
+    ``cfg`` itself when it leaves none."""
+    kept = evaluators.robustness.quick_kept(cfg.attack, explicit)
+    if not kept:
+        return cfg, []
+    out = cfg.copy_and_resolve_references()
+    for k, v in evaluators.robustness.effective_config(cfg.attack, explicit).items():
+        out.attack[k] = v
+    return out, kept
+
+
 def run(cfg: Any, workdir: str, mode: str, *, export_path: str | None = None, progress: bool = True,
-        say: Callable[[str], None] | None = None, started: Callable[[str], None] | None = None) -> dict[str, Any]:
+        say: Callable[[str], None] | None = None, started: Callable[[str], None] | None = None,
+        explicit: Any = ()) -> dict[str, Any]:
     """Runs ``mode`` (see the module docstring); returns the report when one is written.
 
     ``say`` gets each stage's header (``[i/n] title``), its one-line summary (when there
     are several stages) and a final ``done in ...`` line; ``started`` gets the workdir
     once the run has passed every check (and an existing export to be used has loaded),
     just before ``config.json`` is written: a refused or failed start changes nothing
-    in the workdir. The command line prints the lines and opens its log file there.
+    in the workdir (nor creates it). The command line prints the lines and opens its log
+    file there. ``explicit`` names the config fields given explicitly (``attack.FIELD``,
+    the command line's overrides): the quick attack preset does not cap them
+    (``apply_quick_preset``; ``say`` gets one line naming them).
     """
     t_start = time.time()
+    cfg, kept = apply_quick_preset(cfg, explicit)
     modes = plan(cfg, mode)
     config_checks.validate(cfg, modes)
     workdir = check_workdir(workdir)
@@ -280,6 +336,10 @@ def run(cfg: Any, workdir: str, mode: str, *, export_path: str | None = None, pr
     parallel.check_same(json.dumps({"config": run_config, "mode": ",".join(modes), "workdir": workdir,
                                     "export": export_path}, sort_keys=True, default=str))
     ds = data.load(cfg) if set(NEEDS_DATA) & set(modes) else None   # data errors stop the run first
+    if ds is not None and {"train", "train_ann_twin", "export"} & set(modes):
+        # the model must fit the images and a batch the training set, before anything is written
+        config_checks.check_model_input(train.classifier_config(cfg, ds))
+        config_checks.check_training_set(cfg, len(ds.train))
     r = Run(cfg, workdir, export_path, mesh, ds, progress)
     if ds is not None and not {"train", "export"} & set(modes) and {"evaluate", "attack", "certify"} & set(modes):
         # An existing export must fit the config and the data (image shape, label range)
@@ -288,10 +348,14 @@ def run(cfg: Any, workdir: str, mode: str, *, export_path: str | None = None, pr
         check_matches_export(cfg, exported, export_path)
         classifier.check_inputs(exported, *r.test_arrays(), where=export_path)
         r.classifier()   # the variables load before config.json is written: a damaged export changes nothing
+    make_workdir(workdir)
     if started is not None:
         started(workdir)
     report.write_json(os.path.join(workdir, "config.json"), run_config)
     say = say or (lambda text: None)
+    if kept:
+        say(f"quick preset: {', '.join(f'attack.{k}={_value(cfg.attack[k])}' for k in kept)} kept as given "
+            "(explicit settings win); the preset caps the other attack budgets")
     done: dict[str, Summary] = {}
     built: dict[str, Any] = {}
     with backend.matmul_precision(cfg.matmul_precision):

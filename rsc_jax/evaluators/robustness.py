@@ -42,17 +42,38 @@ STREAM_ATTACK, STREAM_JUDGE, STREAM_SELECT = 0, 1, 2
 log = logging.getLogger(__name__)
 
 
-def effective_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def effective_config(cfg: ml_collections.ConfigDict, explicit: Any = ()) -> ml_collections.ConfigDict:
     """``cfg`` with the ``quick`` preset applied (``config.QUICK_ATTACK``, ours, for the
     digits demo): at most 20 strong steps, K = 4, M = 4, 100 Square queries, 10 sanity
-    steps with K = 4, 256 examples, APGD 20 steps with K = 4, convergence grid (5, 10, 20) x (1, 4)."""
+    steps with K = 4, 256 examples, APGD 20 steps with K = 4, convergence grid (5, 10, 20) x (1, 4).
+
+    ``explicit`` names the attack fields set explicitly (``FIELD`` or ``attack.FIELD``: the
+    command line's ``--config.attack.FIELD`` overrides); explicit settings win: the preset
+    leaves them as given. When it leaves one of its own fields, the result holds the
+    preset's values written out and ``quick=False`` (applying it again changes nothing;
+    ``preset`` then names what ran from the values)."""
     out = ml_collections.ConfigDict(cfg.to_dict())
     if cfg.quick:
+        keep = quick_kept(cfg, explicit)
         for k, v in config.QUICK_ATTACK.items():
             cur = out[k]
-            out[k] = v if (k == "num_examples" and cur == -1) else min(cur, v)
-        out.update(config.QUICK_GRIDS)
+            if k not in keep:
+                out[k] = v if (k == "num_examples" and cur == -1) else min(cur, v)
+        out.update({k: v for k, v in config.QUICK_GRIDS.items() if k not in keep})
+        if keep:
+            out.quick = False
     return out
+
+
+def quick_kept(cfg: ml_collections.ConfigDict, explicit: Any) -> list[str]:
+    """The fields of ``explicit`` the quick preset would change in ``cfg`` (those it leaves)."""
+    names = {str(f).removeprefix("attack.") for f in explicit if "." not in str(f).removeprefix("attack.")}
+    if not cfg.quick:
+        return []
+    changed = [k for k, v in config.QUICK_ATTACK.items()
+               if cfg[k] != (v if (k == "num_examples" and cfg[k] == -1) else min(cfg[k], v))]
+    changed += [k for k, v in config.QUICK_GRIDS.items() if tuple(cfg[k]) != tuple(v)]
+    return sorted(names & set(changed))
 
 
 def preset(cfg: ml_collections.ConfigDict) -> str:
