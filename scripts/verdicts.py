@@ -42,17 +42,7 @@ SEEDS_DISAGREE = "the seeds disagree"      # in the reason of a pooled "holds" t
 Entry = dict[str, Any]          # {"k": int, "n": int, "correct": bool array or None, "attacks": list or None}
 
 
-def metric_key(row: dict[str, Any]) -> str | None:
-    """The results.py column of a ``robustness.json`` row (as ``sweep.summarise`` names
-    them): ``clean_attacked``, ``<attack>@<eps x 255>`` (l_inf), ``l2@<eps>`` (l_2 PGD
-    curve); None for the sanity attack."""
-    if row["name"] == "clean":
-        return "clean_attacked"
-    if row["norm"] == "linf" and row["name"] != "sanity-pgd":
-        return f"{row['name']}@{row['eps_255']:g}"
-    if row["norm"] == "l2" and row.get("curve") == "pgd-l2":
-        return f"l2@{row['eps']:g}"
-    return None
+metric_key = stats.metric_key     # the column name of a robustness.json row (clean_attacked, apgd-ce@32, ...)
 
 
 def entry(acc: float, n: int, packed: str | None, attacks: list[str] | None = None) -> Entry:
