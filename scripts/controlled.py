@@ -427,7 +427,7 @@ def finish(summary: dict[str, Any], claims: list[dict[str, Any]], n_resamples: i
            for d in summary["intervals"] if not summary["per_image"].get(d)}
     datasets = {d: {"runs": runs_from_json(s)} for d, s in summary["per_image"].items() if s}
     rows = vd.ledger(datasets, claims, n_resamples=n_resamples, absent=why)
-    return dict(summary, noise=noise, noise_pairs=pairs, ledger=rows)
+    return dict(summary, noise=noise, noise_pairs=pairs, ledger=rows, n_resamples=n_resamples)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,13 +438,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/results", help="folder for controlled.md / controlled.json")
     p.add_argument("--results_md", default="", help="also rewrite the digits blocks of this file (docs/RESULTS.md)")
     p.add_argument("--readme", default="", help="also rewrite the claims-summary block of this file (README.md)")
-    p.add_argument("--n_resamples", type=int, default=stats.N_RESAMPLES, help="bootstrap draws per comparison")
+    p.add_argument("--n_resamples", type=int, default=0, help="bootstrap draws per comparison (default: "
+                   f"--from_json's own, else {stats.N_RESAMPLES:,})")
     a = p.parse_args(argv)
     for flag, path in (("--results_md", a.results_md), ("--readme", a.readme), ("--from_json", a.from_json)):
         if path and not os.path.isfile(path):
             print(f"{flag}={path}: no such file", file=sys.stderr)
             return 1
-    if a.n_resamples < 2:
+    if a.n_resamples == 1 or a.n_resamples < 0:
         print(f"--n_resamples={a.n_resamples} is not allowed; need >= 2", file=sys.stderr)
         return 1
     claims = vd.load_claims(families=FAMILIES)
@@ -455,13 +456,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--from_json={a.from_json}: not a controlled.json (needs 'intervals' and 'facts')", file=sys.stderr)
             return 1
         summary = finish({"intervals": old["intervals"], "facts": old["facts"], "per_image": old.get("per_image", {}),
-                          "superseded": old.get("superseded") or superseded_of(old)}, claims, a.n_resamples)
+                          "superseded": old.get("superseded") or superseded_of(old)}, claims,
+                         a.n_resamples or old.get("n_resamples") or stats.N_RESAMPLES)
     else:
         data = {d: ds for d, name in SWEEPS.items() if (ds := collect(a.sweeps, name)) is not None}
         if not data:
             print(f"no finished runs of {list(SWEEPS.values())} under {a.sweeps}", file=sys.stderr)
             return 1
-        summary = summarise(data, claims, previous, a.n_resamples)
+        summary = summarise(data, claims, previous, a.n_resamples or stats.N_RESAMPLES)
     edits = {}
     for path, blocks in ((a.results_md, lambda: headline_blocks(summary, "digits")),
                          (a.readme, lambda: {"claims-summary": readme_block(summary, "digits")})):

@@ -389,3 +389,21 @@ def test_controlled_ledger_from_runs_and_from_its_json(tmp_path):
     assert ctl.main(["--from_json", str(tmp_path / "kept.json"), *args]) == 1
     assert res.read_text() == "no markers\n"
     assert ctl.main(["--from_json", str(tmp_path / "absent.json"), "--out", str(out)]) == 1
+
+
+def test_committed_docs_carry_the_ledger_of_the_committed_json():
+    """No verdict word typed by hand: docs/RESULTS.md's generated blocks and the README's
+    claims summary are exactly what scripts/controlled.py renders from the committed
+    docs/results/controlled.json (regenerate with its --from_json command)."""
+    from tests.helpers import ROOT
+    import os
+    ctl = load_script("controlled")
+    summary = json.loads(open(os.path.join(ROOT, "docs", "results", "controlled.json")).read())
+    blocks = {**ctl.headline_blocks(summary, "digits"), "claims-summary": ctl.readme_block(summary, "digits")}
+    for name, path in (("controlled-table", "docs/RESULTS.md"), ("controlled-noise", "docs/RESULTS.md"),
+                       ("controlled-verdicts", "docs/RESULTS.md"), ("claims-summary", "README.md")):
+        text = open(os.path.join(ROOT, path)).read()
+        block = text[text.index(f"<!-- {name} -->") + len(f"<!-- {name} -->\n"):text.index(f"<!-- /{name} -->")]
+        assert block == blocks[name] + "\n", (path, name)
+    words = {"holds", "does not hold", "alike", "not shown either way", "not run"}
+    assert {r["verdict"] for r in summary["ledger"]} <= words
