@@ -40,6 +40,14 @@ trained with seed s (the same N images for every seed and both runs; e.g. the
 
 Exact intervals of one accuracy (``clopper_pearson``) and the exact McNemar test of one
 seed (``mcnemar_exact``) are ``metrics``'s. NumPy and SciPy only; imports ``metrics``.
+
+Two of your own models, three training seeds each, evaluated on the same test images::
+
+    from rsc_jax import stats
+    r = stats.compare_reports([f"runs/a_seed{s}/robustness.json" for s in range(3)],
+                              [f"runs/b_seed{s}/robustness.json" for s in range(3)],
+                              "worst", direction=">")
+    print(r["verdict"], r["diff"], r["ci95"], r["test"]["p_value"], r["per_seed"])
 """
 
 from __future__ import annotations

@@ -340,10 +340,17 @@ def headline_blocks(summary: dict[str, Any], dataset: str) -> dict[str, str]:
     table = [f"Accuracy of the {f0['judge_draws'] or 'M'}-draw-averaged logits, exact 95 % interval; pooled over the "
              f"seeds listed ({f0['n_examples'] or '?'} images each; a description, the tests are the ledger's):", "",
              "| run | seeds | " + " | ".join(h for _, h in pick) + " |", "|---|---|" + "---|" * len(pick)]
+    worst = next((c for c, _ in pick if c.startswith("worst@")), None)
+    strings = summary.get("per_image", {}).get(dataset, {})
+    table[-2] += f" {worst.split('@')[0]} per seed |" if worst else ""
+    table[-1] += "---|" if worst else ""
     for run, label in LABELS.items():
         if run in ints:
             seeds = ",".join(sorted(map(str, facts.get(run, {}).get("huge_budget", {})))) or "-"
-            table.append(f"| {label} | {seeds} | " + " | ".join(vd.fmt_ci(ints[run].get(c)) for c, _ in pick) + " |")
+            per = " / ".join(f"{metrics.unpack_correct(v[worst]).mean():.3f}" for _, v in
+                             sorted(strings.get(run, {}).items()) if worst in v) if worst else ""
+            table.append(f"| {label} | {seeds} | " + " | ".join(vd.fmt_ci(ints[run].get(c)) for c, _ in pick) + " |"
+                         + (f" {per or '-'} |" if worst else ""))
     noise = ["Noise on the time average of what each network sees (s.d.; Poisson: root mean over the "
              "training pixels), each noisy ANN control next to the SNN its claims compare it with:", "",
              *noise_lines(summary.get("noise_pairs", {}).get(dataset, []))]
@@ -368,12 +375,19 @@ def readme_block(summary: dict[str, Any], dataset: str = "digits") -> str:
             continue
         parts.append(f"{verdict}: " + ", ".join(f"{r['id']}" + (f" ({vd.fmt_diff(r['result'])})" if r["result"] else "")
                                                  for r in rs))
+    ints = summary["intervals"].get(dataset, {})
+    worst = next((c for c in columns(ints) if c.startswith("worst@")), None) if ints else None
+    means = [f"{label} {ints[run][worst]['acc']:.3f}" for run, label in LABELS.items()
+             if worst and worst in ints.get(run, {})]
     comp = [r for r in summary["ledger"] if r.get("all_of") and r["dataset"] == dataset]
     text = (f"Verdicts of the pre-registered claims on {dataset} (`configs/claims.py`; written by "
             f"`scripts/controlled.py` from `docs/results/controlled.json`, rules in `rsc_jax/stats.py`): "
             + "; ".join(parts) + ".")
     for r in comp:
         text += f" \"{r['text'].split(' (')[0]}\" ({r['id']}): **{r['verdict']}** ({r['reason']})."
+    if means:
+        text += (f" Worst case at {worst.split('@')[1]}/255, pooled over seeds (a description, not a test): "
+                 + "; ".join(means) + ".")
     return text
 
 

@@ -373,6 +373,7 @@ def test_controlled_ledger_from_runs_and_from_its_json(tmp_path):
     assert text.startswith("intro\n<!-- controlled-table -->\nAccuracy of the 10-draw-averaged logits")
     assert "STALE" not in text and "\nmiddle\n" in text and text.endswith("<!-- /controlled-verdicts -->\nend\n")
     assert "| RSC-I sigma 0.2 | 0,1 | 1.000 [0.912, 1.000] |" in text      # 40/40: lower 0.025 ** (1/40)
+    assert "| 0.900 / 0.900 |" in text                                     # worst case per seed: 18/20 each
     assert "| c1 | digits | rsc1_sigma0.2_T4 > poisson_T4 (worst@32) | 2 x 20 |" in text and "**holds**" in text
     assert "| c6, n3 | rsc1_sigma0.2_T4 (T = 4) | sigma = 0.2 |" in text
     summ = readme.read_text()
