@@ -1,13 +1,15 @@
 """Controlled comparisons on digits, sized for 2 CPU cores: the runs of
 ``sweep.controlled_runs`` (direct, Poisson, RSC-I and RSC-II at sigma 0.2, RSC-I at
 sigma / sqrt(T) = 0.1, the ANN twin; the ANN with Gaussian noise of sigma 0.1 and 0.2,
-smoothed; the ANN on Poisson coding), T = 4, three seeds, attacked on all 360 test
+smoothed; the ANN on one Poisson frame, and on the mean of 4 Poisson frames, the
+noise-matched control of the Poisson SNN), T = 4, three seeds, attacked on all 360 test
 images with the strong attacks at 32/255 and certified with n = 10,000 on all of them.
 Attacks: ``config.RAND_ATTACK`` (APGD-CE and APGD-DLR, 100 steps x EOT-20, transfer
 from the ANN twin and the noise-free copy, the ensemble, the adaptive Poisson attacks)
 with two cuts for the CPU, so the reports name the preset ``custom``: Square with one
 draw per query (5,000 queries), and the convergence grid's EOT up to 20 (not 50).
-Per-example results are paired across runs for the McNemar tests of scripts/results.py.
+Per-image results are paired across runs and seeds by the claims ledger
+(``configs/claims.py``, scripts/controlled.py).
 
     python -m rsc_jax.sweep --sweep=configs/sweeps/digits_controlled.py --workdir=runs/sweeps/digits_controlled
 """
