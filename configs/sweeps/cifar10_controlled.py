@@ -1,7 +1,8 @@
 """Controlled comparisons on the CIFAR-10 subset (as ``digits_controlled``): the runs of
-``sweep.controlled_runs(0.2, 4)`` (with the ANN on the mean of 4 Poisson frames), the ``rand`` attack preset on all 846 test images at
-8/255, certification with n = 100,000 on the first 500 test images, three seeds. Sized
-for a GPU (docs/GPU_RUNS.md; on 2 CPU cores a run takes many hours).
+``sweep.controlled_runs(0.2, 4)`` (with the ANN on the mean of 4 Poisson frames), the
+``rand`` attack preset on all 846 test images at 8/255, certification with n = 100,000
+on the first 500 test images, three seeds. Sized for a GPU (docs/GPU_RUNS.md; on 2 CPU
+cores a run takes many hours).
 
     python -m rsc_jax.sweep --sweep=configs/sweeps/cifar10_controlled.py --workdir=runs/sweeps/cifar10_controlled
 """

@@ -1,7 +1,8 @@
 """Controlled comparisons on the MNIST subset (as ``digits_controlled``): the runs of
-``sweep.controlled_runs(0.2, 4)`` (with the ANN on the mean of 4 Poisson frames), the ``rand`` attack preset on all 2,000 test images
-with the strong attacks at 32/255, certification with n = 100,000 on the first 500 test
-images, three seeds. Sized for a GPU (docs/GPU_RUNS.md; on 2 CPU cores a run takes hours).
+``sweep.controlled_runs(0.2, 4)`` (with the ANN on the mean of 4 Poisson frames), the
+``rand`` attack preset on all 2,000 test images with the strong attacks at 32/255,
+certification with n = 100,000 on the first 500 test images, three seeds. Sized for a
+GPU (docs/GPU_RUNS.md; on 2 CPU cores a run takes hours).
 
     python -m rsc_jax.sweep --sweep=configs/sweeps/mnist_controlled.py --workdir=runs/sweeps/mnist_controlled
 """
