@@ -348,7 +348,8 @@ def metric_key(row: dict[str, Any]) -> str | None:
 def report_metrics(rob: dict[str, Any]) -> dict[str, np.ndarray | None]:
     """Per-image correctness of the M-averaged logits of every row of a loaded
     ``robustness.json`` (``metric_key`` names) and of its worst cases (``worst@E``, E in
-    /255); None where the report has no ``correct_avg``."""
+    /255; ``worst_common@E`` over the attacks every model runs, where the report has it);
+    None where the report has no ``correct_avg``."""
     out: dict[str, np.ndarray | None] = {}
     for r in rob.get("results", []):
         k = metric_key(r)
@@ -356,6 +357,9 @@ def report_metrics(rob: dict[str, Any]) -> dict[str, np.ndarray | None]:
             out[k] = metrics.unpack_correct(r["correct_avg"]) if r.get("correct_avg") else None
     for w in rob.get("worst_case", []):
         out[f"worst@{w['eps_255']:g}"] = metrics.unpack_correct(w["correct_avg"]) if w.get("correct_avg") else None
+    for w in rob.get("worst_case_common", []):
+        out[f"worst_common@{w['eps_255']:g}"] = (metrics.unpack_correct(w["correct_avg"]) if w.get("correct_avg")
+                                                 else None)
     return out
 
 

@@ -57,7 +57,8 @@ def entry(acc: float, n: int, packed: str | None, attacks: list[str] | None = No
 
 def read_run(workdir: str) -> dict[str, Entry]:
     """Counts per column of one finished run: ``clean`` (evaluation.json, one draw, whole
-    test split) and, from robustness.json, every row and worst case on the M-averaged
+    test split) and, from robustness.json, every row and worst case (``worst@E``; over the
+    attacks every model runs, ``worst_common@E``, where the report has it) on the M-averaged
     logits (``acc_avg``; ``correct`` where the report has ``correct_avg``)."""
     out: dict[str, Entry] = {}
     p = os.path.join(workdir, "evaluation.json")
@@ -77,6 +78,8 @@ def read_run(workdir: str) -> dict[str, Entry]:
                 out[key] = entry(r["acc_avg"], r.get("n_examples", n), r.get("correct_avg"))
         for w in rob.get("worst_case", []):
             out[f"worst@{w['eps_255']:g}"] = entry(w["acc_avg"], n, w.get("correct_avg"), w.get("attacks"))
+        for w in rob.get("worst_case_common", []):       # over the attacks every model runs (issue 27)
+            out[f"worst_common@{w['eps_255']:g}"] = entry(w["acc_avg"], n, w.get("correct_avg"), w.get("attacks"))
     return out
 
 

@@ -144,7 +144,8 @@ def test_compare_reports_from_robustness_files(tmp_path):
         p.write_text(json.dumps({"n_examples": len(worst), "results": [
             {"name": "clean", "norm": "linf", "eps": 0.0, "eps_255": 0.0, "acc_avg": 1.0,
              "correct_avg": clean}], "worst_case": [
-            {"eps_255": 8.0, "attacks": ["apgd-ce"], "acc_avg": 0.5, "correct_avg": worst}]}))
+            {"eps_255": 8.0, "attacks": ["apgd-ce"], "acc_avg": 0.5, "correct_avg": worst}],
+            "worst_case_common": [{"eps_255": 8.0, "attacks": ["apgd-ce"], "acc_avg": 1.0, "correct_avg": clean}]}))
         return str(p)
     a = [write(f"a{s}.json", "1" * 30 + "0" * 10, "1" * 40) for s in range(2)]
     b = [write(f"b{s}.json", "1" * 10 + "0" * 30, "1" * 40) for s in range(2)]
@@ -153,6 +154,7 @@ def test_compare_reports_from_robustness_files(tmp_path):
     assert r["test"]["statistic"] == 40 and r["diff"] == pytest.approx(0.5)
     assert r["test"]["p_value"] == pytest.approx(2 * 0.5 ** 20)
     assert stats.compare_reports(a, b, "clean_attacked", direction="=", n_resamples=1000)["verdict"] == stats.ALIKE
+    assert stats.compare_reports(a, b, "worst_common@8", n_resamples=100)["test"]["statistic"] == 0
     with pytest.raises(ValueError, match="no metric 'square@8'"):
         stats.compare_reports(a, b, "square@8")
     with pytest.raises(ValueError, match="paths_a has 2 files and paths_b 1"):
