@@ -27,14 +27,18 @@ trained with seed s (the same N images for every seed and both runs; e.g. the
   the interval-inclusion form on bootstrap draws of the difference: p_lower =
   (1 + #{draw <= -margin}) / (1 + R), p_upper = (1 + #{draw >= margin}) / (1 + R),
   p = max of the two; p < alpha iff the (1 - 2 alpha) percentile interval lies inside
-  (-margin, margin) (up to the +1).
+  (-margin, margin) (up to the +1). Its mirror, ``p_differ``, tests H0 |diff| <= margin
+  against |diff| > margin: 2 min((1 + #{draw <= margin}), (1 + #{draw >= -margin})) /
+  (1 + R), capped at 1 (ours: the two directions Bonferroni-combined).
 - ``decide``: the verdict rules (module constants; ours, from issue 29):
   ``>`` (A more accurate than B): "holds" iff the clustered test rejects (Holm-adjusted
   p < alpha) with mean(D) > 0 AND no seed's own difference is < 0; "does not hold" iff
   it rejects with mean(D) < 0; otherwise "not shown either way" (with the interval).
-  ``=`` (A and B alike): "alike" iff TOST at the claim's margin rejects (Holm-adjusted);
-  else "does not hold" iff the clustered test rejects (Holm-adjusted); otherwise "not
-  shown either way". A test that does not reject never shows equality.
+  ``=`` (A and B alike within the claim's margin): "alike" iff TOST rejects
+  (Holm-adjusted); "does not hold" iff ``p_differ`` rejects (the difference is shown to
+  exceed the margin); otherwise "not shown either way" (a difference that is non-zero
+  but may lie within the margin shows neither). A test that does not reject never shows
+  equality.
 - ``compare_reports``: the above on two users' runs from ``robustness.json`` files (one
   per seed, paired by position), by metric name.
 
@@ -216,7 +220,8 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 def tost(draws: Sequence[float], margin: float = MARGIN) -> dict[str, float]:
     """Two one-sided tests of |difference| < ``margin`` on bootstrap ``draws`` of the
     difference (module docstring): ``p_lower`` (H0: diff <= -margin), ``p_upper``
-    (H0: diff >= margin), ``p_value`` = their max, ``margin``."""
+    (H0: diff >= margin), ``p_value`` = their max, ``p_differ`` (H0: |diff| <= margin),
+    ``margin``."""
     x = np.asarray(draws, dtype=np.float64)
     if x.ndim != 1 or x.size < 1 or not np.all(np.isfinite(x)):
         raise ValueError(f"draws of shape {x.shape} are not allowed; need a 1-D array of finite bootstrap draws")
@@ -225,7 +230,9 @@ def tost(draws: Sequence[float], margin: float = MARGIN) -> dict[str, float]:
                          "(accuracy units, 0.03 = 3 points)")
     lo = (1 + int(np.sum(x <= -margin))) / (1 + x.size)
     up = (1 + int(np.sum(x >= margin))) / (1 + x.size)
-    return {"p_lower": lo, "p_upper": up, "p_value": max(lo, up), "margin": float(margin)}
+    above, below = (1 + int(np.sum(x <= margin))) / (1 + x.size), (1 + int(np.sum(x >= -margin))) / (1 + x.size)
+    return {"p_lower": lo, "p_upper": up, "p_value": max(lo, up), "p_differ": min(1.0, 2 * min(above, below)),
+            "margin": float(margin)}
 
 
 # --------------------------------------------------------------------------- one comparison, verdicts
@@ -270,9 +277,11 @@ def compare(a: Any, b: Any, *, direction: str = ">", margin: float = MARGIN, see
 
 
 def family_pvalues(result: dict[str, Any]) -> list[float]:
-    """The p-values one comparison adds to its Holm family: the clustered test's, and for
-    ``=`` also TOST's."""
-    return [result["test"]["p_value"]] + ([result["tost"]["p_value"]] if result["direction"] == "=" else [])
+    """The p-values one comparison adds to its Holm family: for ``>`` the clustered
+    test's; for ``=`` TOST's and ``p_differ`` (the clustered test is reported, not used)."""
+    if result["direction"] == "=":
+        return [result["tost"]["p_value"], result["tost"]["p_differ"]]
+    return [result["test"]["p_value"]]
 
 
 def decide(result: dict[str, Any], p_adjusted: Sequence[float] | None = None,
@@ -280,7 +289,7 @@ def decide(result: dict[str, Any], p_adjusted: Sequence[float] | None = None,
     """The verdict of one ``compare`` result by the rules of the module docstring.
 
     Args:
-      result: ``compare``'s dict (None: the comparison did not run).
+      result: ``compare``'s dict.
       p_adjusted: Holm-adjusted ``family_pvalues(result)`` (default: unadjusted).
 
     Returns:
@@ -289,14 +298,15 @@ def decide(result: dict[str, Any], p_adjusted: Sequence[float] | None = None,
     p = list(family_pvalues(result) if p_adjusted is None else p_adjusted)
     diff, (lo, hi) = result["diff"], result["ci95"]
     ci = f"difference {diff:+.3f}, 95 % interval [{lo:+.3f}, {hi:+.3f}]"
-    rejects = p[0] < alpha
     if result["direction"] == "=":
         m = result["margin"]
+        if p[0] < alpha:
+            return ALIKE, f"TOST within +-{m:g} rejects (adjusted p = {p[0]:.2g}); {ci}"
         if p[1] < alpha:
-            return ALIKE, f"TOST within +-{m:g} rejects (adjusted p = {p[1]:.2g}); {ci}"
-        if rejects:
-            return FAILS, f"the clustered test rejects equality (adjusted p = {p[0]:.2g}); {ci}"
-        return UNSHOWN, f"neither TOST at +-{m:g} (adjusted p = {p[1]:.2g}) nor the clustered test rejects; {ci}"
+            return FAILS, f"the difference exceeds +-{m:g} (adjusted p = {p[1]:.2g}); {ci}"
+        return UNSHOWN, (f"neither TOST within +-{m:g} (adjusted p = {p[0]:.2g}) nor the test of a larger "
+                         f"difference (adjusted p = {p[1]:.2g}) rejects; {ci}")
+    rejects = p[0] < alpha
     against = [s["seed"] for s in result["per_seed"] if s["diff"] < 0]
     if rejects and diff < 0:
         return FAILS, f"the clustered test rejects in the opposite direction (adjusted p = {p[0]:.2g}); {ci}"

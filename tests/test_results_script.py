@@ -354,8 +354,9 @@ def test_controlled_ledger_from_runs_and_from_its_json(tmp_path):
     # 14:1, p = 2 x 16 / 2^15 (not 28:2 as pooling would count them)
     assert c1["result"]["test"]["statistic"] == 26 and c1["result"]["test"]["p_value"] == pytest.approx(2 ** -10)
     assert c1["result"]["diff"] == pytest.approx(26 / 40)
-    # Holm over the controlled family on digits: the 9 p-values of c1, c8, c9, k1 (test and
-    # TOST each), c11, c12 (the runs they need exist); c1's is the smallest: x 9
+    # Holm over the controlled family on digits: the 9 p-values of c1, c8, c9, k1 (TOST and
+    # the larger-difference test each), c11, c12 (the runs they need exist); c1's is the
+    # smallest: x 9
     assert c1["family_size"] == 9 and c1["p_adjusted"][0] == pytest.approx(9 * 2 ** -10)
     assert c1["verdict"] == "holds"
     # cert@0.25 (seed 0): A certifies examples 1-9, B examples 0, 1: 8:1, p = 20/512; 7 points apart

@@ -104,8 +104,12 @@ def test_tost_by_hand():
     t = stats.tost(draws, 0.03)
     # below -0.03: none -> (1 + 0) / 6; above +0.03: one -> (1 + 1) / 6
     assert (t["p_lower"], t["p_upper"], t["p_value"]) == pytest.approx((1 / 6, 2 / 6, 2 / 6))
+    # larger than the margin: (1 + #{<= 0.03}) / 6 = 5/6 and (1 + #{>= -0.03}) / 6 = 1: 2 x 5/6, capped
+    assert t["p_differ"] == 1.0
     t = stats.tost(np.linspace(-0.01, 0.01, 99), 0.03)
-    assert t["p_value"] == pytest.approx(0.01)
+    assert t["p_value"] == pytest.approx(0.01) and t["p_differ"] == 1.0
+    t = stats.tost(np.linspace(0.05, 0.07, 99), 0.03)      # all beyond +0.03: 2 x (1 + 0) / 100
+    assert t["p_differ"] == pytest.approx(0.02) and t["p_value"] == 1.0
     with pytest.raises(ValueError, match="margin"):
         stats.tost(draws, 0.0)
 
@@ -131,6 +135,9 @@ def test_verdict_rules():
     few_a, few_b = _cells(5, 1, 0, 4)
     small = stats.compare(np.stack([few_a] * 3), np.stack([few_b] * 3), direction="=", n_resamples=2000)
     assert stats.decide(small)[0] == stats.UNSHOWN
+    # 20 points apart is shown to exceed the 3-point margin: "alike" does not hold
+    apart = stats.compare(better, base, direction="=", n_resamples=2000)
+    assert apart["diff"] > 0.15 and stats.decide(apart)[0] == stats.FAILS
     # Holm over a family: p = 0.03 alone rejects, not beside a second test at 0.04
     fam = stats.decide_family([None, r, same])
     assert fam[0]["verdict"] == stats.NOT_RUN and fam[1]["family_size"] == 3
