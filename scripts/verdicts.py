@@ -278,7 +278,7 @@ def _compose(parts: list[dict[str, Any]]) -> tuple[str, str]:
     if all(x == stats.ALIKE for x in v.values()):
         return stats.HOLDS, "every part is alike: " + ", ".join(v)
     if any(x == stats.FAILS for x in v.values()):
-        return stats.FAILS, "does not hold: " + ", ".join(i for i, x in v.items() if x == stats.FAILS)
+        return stats.FAILS, "shown not alike: " + ", ".join(i for i, x in v.items() if x == stats.FAILS)
     return stats.UNSHOWN, "; ".join(f"{i} {x}" for i, x in v.items())
 
 
