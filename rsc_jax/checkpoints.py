@@ -10,6 +10,7 @@ orbax is imported on first use, so that importing the package stays light.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -20,6 +21,25 @@ from rsc_jax import parallel
 
 PyTree = Any
 _log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def keep_root_logger():
+    """Restores the root logger's handlers on exit (also usable as a decorator).
+
+    orbax logs through absl, whose ``logging.log`` calls ``logging.basicConfig()`` when the
+    root logger has no handler, as the standard library's module-level functions do:
+    a training or export call from a notebook would leave a stderr handler on the root
+    logger (and every later INFO/WARNING of any library printed). Handlers present
+    before, e.g. the command line's (``terminal.setup``), are kept."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        yield
+    finally:
+        for h in list(root.handlers):
+            if h not in before:
+                root.removeHandler(h)
 
 
 def manager(workdir: str, keep: int):
@@ -76,6 +96,7 @@ def save_state(mngr, state: PyTree, meta: dict) -> None:
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
 
+@keep_root_logger()
 def save_variables(path: str, variables: PyTree) -> None:
     """Writes ``variables`` (host arrays) as one orbax checkpoint directory ``path``.
     Multi-host: every process calls it (orbax writes from process 0 and synchronises)."""
@@ -84,6 +105,7 @@ def save_variables(path: str, variables: PyTree) -> None:
         ckptr.save(path, variables)
 
 
+@keep_root_logger()
 def restore_variables(path: str, target: PyTree) -> PyTree:
     """Reads the checkpoint ``path`` into the shapes, dtypes and shardings of ``target``
     (a tree of ``jax.ShapeDtypeStruct``); orbax's errors pass through."""

@@ -257,7 +257,7 @@ def resolve_teacher(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: s
     ev = clean.accuracy(teacher, x, y, batch_size=cfg.eval.batch_size, draws=1, seed=cfg.seed, mesh=mesh,
                         progress=False)
     info.update(seconds=round(time.time() - t0, 2), clean_accuracy=ev["accuracy"])
-    logging.info("E-RSCT teacher %s: clean test accuracy %.4f", info["path"], ev["accuracy"])
+    logging.getLogger(__name__).info("E-RSCT teacher %s: clean test accuracy %.4f", info["path"], ev["accuracy"])
     return teacher, info
 
 

@@ -262,6 +262,7 @@ def summarise(ms: list[dict[str, Any]]) -> dict[str, float]:
     return rec
 
 
+@checkpoints.keep_root_logger()    # orbax (absl) would leave a stderr handler on the root logger
 def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mesh: jax.sharding.Mesh,
           clf_config: dict[str, Any] | None = None, loss_factory: Callable[[classifier.Classifier], LossFn] | None = None,
           init_variables: PyTree | None = None, loss_inputs: PyTree | None = None, progress: bool = True,
@@ -286,6 +287,16 @@ def train(cfg: ml_collections.ConfigDict, ds: data.Dataset, workdir: str, *, mes
       max_steps: stop after this many steps of this invocation (a checkpoint is
         saved there), as a preempted job would; the next call resumes.
       desc: the progress bar's label.
+
+    Example (e.g. in a notebook; progress shows as a bar there, as lines in a log file)::
+
+        cfg = config.from_file("digits")          # or config.base() with fields set
+        cfg.train.epochs = 1
+        ds = data.load(cfg)
+        clf, summary = train.train(cfg, ds, "runs/nb", mesh=parallel.make_mesh())
+        logits = clf.logits(jax.random.key(0), data.test_arrays(ds)[0][:8])
+
+    The root logger is left as it was (``checkpoints.keep_root_logger``).
     """
     tc = cfg.train
     clf_config = clf_config or classifier_config(cfg, ds)

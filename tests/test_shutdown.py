@@ -150,3 +150,27 @@ def test_line_progress_prints_a_plain_line_per_tenth_with_rate_and_eta(monkeypat
         b.update(5)
         b.close()
     assert quiet.getvalue() == ""
+
+
+def test_training_from_python_leaves_the_root_logger_alone(tmp_path):
+    """orbax logs through absl, which adds a stderr handler to a bare root logger; a
+    library call must not leave it behind (a notebook would print every library's warnings)."""
+    import logging
+
+    from rsc_jax import data, parallel, train
+    from tests.helpers import tiny_digits_config
+    c = tiny_digits_config()
+    c.model.spiking, c.coding.T = False, 1          # the ANN twin compiles fast
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    for h in saved:
+        root.removeHandler(h)                       # a fresh interpreter's root logger (pytest adds its own)
+    try:
+        train.train(c, data.load(c), str(tmp_path), mesh=parallel.make_mesh(), progress=False, max_steps=2)
+        train.train(c, data.load(c), str(tmp_path), mesh=parallel.make_mesh(), progress=False, max_steps=1)
+        assert root.handlers == [], root.handlers
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved:
+            root.addHandler(h)
