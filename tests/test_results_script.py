@@ -409,3 +409,12 @@ def test_committed_docs_carry_the_ledger_of_the_committed_json():
         assert block == blocks[name] + "\n", (path, name)
     words = {"holds", "does not hold", "alike", "not shown either way", "not run"}
     assert {r["verdict"] for r in summary["ledger"]} <= words
+
+
+def test_composite_claim_needs_every_part_alike(verdicts):
+    part = lambda i, v: {"id": i, "verdict": v}
+    assert verdicts._compose([part("n1", "alike"), part("n2", "alike")])[0] == "holds"
+    assert verdicts._compose([part("n1", "alike"), part("n2", "does not hold")]) == ("does not hold",
+                                                                                    "shown not alike: n2")
+    assert verdicts._compose([part("n1", "alike"), part("n2", "not shown either way")])[0] == "not shown either way"
+    assert verdicts._compose([part("n1", "not run"), part("n2", "does not hold")])[0] == "not run"
