@@ -174,3 +174,21 @@ def test_training_from_python_leaves_the_root_logger_alone(tmp_path):
             root.removeHandler(h)
         for h in saved:
             root.addHandler(h)
+
+
+def test_log_file_keeps_our_info_and_only_other_libraries_warnings(tmp_path):
+    import logging
+
+    def record(name: str, level: int, path: str) -> logging.LogRecord:
+        return logging.LogRecord(name, level, path, 1, f"{name} {logging.getLevelName(level)}", None, None)
+
+    ours = os.path.join(os.path.dirname(terminal.__file__), "train.py")
+    orbax = "/venv/site-packages/orbax/checkpoint/checkpoint_manager.py"
+    for verbosity, want in ((None, ["rsc_jax.train INFO", "orbax WARNING"]),
+                            (logging.INFO, ["rsc_jax.train INFO", "orbax INFO", "orbax WARNING"])):
+        h = terminal._LogFile(libraries=verbosity or logging.WARNING)
+        h.setFormatter(logging.Formatter("%(message)s"))
+        for r in (record("rsc_jax.train", logging.INFO, ours), record("orbax", logging.INFO, orbax),
+                  record("orbax", logging.WARNING, orbax)):
+            h.handle(r)
+        assert h.held == want, (verbosity, h.held)
