@@ -118,10 +118,10 @@ def _main(terminal) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with an unknown ``--config.FIELD`` turned into one clear line.
-
-    ml_collections raises a bare ``AttributeError``/``KeyError`` (a stack trace) for a
-    misspelt field; absl's own flag errors (wrong types) already print one line."""
+    """absl's flag parsing, every error one ``error: ...`` line (status 1): an unknown
+    ``--config.FIELD`` (ml_collections raises a bare ``AttributeError``/``KeyError``, a
+    stack trace) names the fields it may mean; a value of the wrong type names the flag.
+    ``--config.FIELD=16/255`` fractions are read as their float value (``_fractions``)."""
     if _HELP_FLAGS & set(argv[1:]):
         _help(argv)                   # prints the modes and the config fields, exits 0
     try:
@@ -130,7 +130,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
+    except flags.Error as e:         # a value of the wrong type: one line, not absl's "FATAL ... --helpfull"
+        sys.exit(f"error: {e} (--help lists the flags and every config field with its value)")
     except (AttributeError, KeyError) as e:
         import re
         text = str(e)

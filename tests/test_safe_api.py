@@ -190,6 +190,10 @@ def test_help_shows_the_values_that_run_and_eps_is_one_line_naming_the_eps_field
     for name in ("eps_grid", "strong_eps", "sanity_eps"):
         assert f"'{name}'" in p.stderr, p.stderr
     assert not (tmp_path / "run").exists()
+    # a value of the wrong type: one line too, not absl's "FATAL Flags parsing error ... --helpfull"
+    p = _cli(f"--workdir={tmp_path / 'run'}", "--config.train.epochs=2.5")
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "FATAL" not in p.stderr, p.stderr
+    assert p.stderr.startswith("error: flag --config.train.epochs=2.5: ") and "--help lists" in p.stderr, p.stderr
 
 
 def _readme_commands() -> list[list[str]]:
