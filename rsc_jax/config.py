@@ -35,10 +35,18 @@ CONFIG_DIR = _config_dir()
 
 
 def config_names(subdir: str = "") -> list[str]:
-    """Names of the bundled configs (``CONFIG_DIR/NAME.py``), or of ``subdir``'s files (``"sweeps"``)."""
+    """Names of the bundled configs (``CONFIG_DIR/NAME.py`` that define ``get_config``; not
+    e.g. the claims file), or of ``subdir``'s files (``"sweeps"``)."""
     d = os.path.join(CONFIG_DIR, subdir)
-    return sorted(f[:-3] for f in os.listdir(d) if f.endswith(".py") and not f.startswith("_")) \
-        if os.path.isdir(d) else []
+    if not os.path.isdir(d):
+        return []
+
+    def is_config(f: str) -> bool:
+        with open(os.path.join(d, f)) as fh:
+            return "def get_config(" in fh.read()
+
+    return sorted(f[:-3] for f in os.listdir(d) if f.endswith(".py") and not f.startswith("_")
+                  and (subdir or is_config(f)))
 
 
 def resolve_file(value: str) -> str:
@@ -140,29 +148,42 @@ def attack() -> ml_collections.ConfigDict:
 
     Paper/SPEC values: l_inf eps grid {0, 1, 2, 4, 8}/255, step 2/255, PGD-7 and PGD-50,
     EOT K = 1 and 10. Everything else is our default: M = 10 judge draws, the l_2 grid
-    (0, 0.25, 0.5, 1.0) with step 2.5 eps / steps (Madry et al.'s rule), sharper
-    surrogates with alpha x 4, Square with 1000 queries and p_init 0.05 (the paper's
-    p_init), sanity eps 64/255 with 20 steps and, on stochastic models, EOT-10 per step,
-    and the check tolerances; the huge-budget check judges the M-averaged accuracy. ``apgd``
-    (off by default) adds APGD with each of ``apgd_losses`` at every strong eps, with
-    AutoAttack's randomized-defence budget (Croce & Hein, 2020: 100 steps, EOT-20).
-    ``transfer_expectation`` (off by default) adds PGD crafted on the noise-free copy of
-    the model (same weights, direct coding) at every strong eps. ``convergence`` (on)
-    measures APGD-CE's robust accuracy against gradient evaluations (steps x EOT draws)
-    on the first ``convergence_examples`` test images, so every report says whether its
-    attacks converged.
-    ``poisson_adaptive`` (on; only Poisson-coded models) adds, at every strong eps, PGD
-    with the strong budget through the straight-through Gumbel-sigmoid gradient
-    (``coding "poisson_gumbel"``, the exact spikes forward), PGD crafted on the relaxed
-    copy (``"poisson_relaxed"``) and, with ``apgd``, APGD-CE through the Gumbel-sigmoid
-    gradient; ``gumbel_temperature`` (ours: 0.5) is the relaxation's temperature.
+    (0, 0.25, 0.5, 1.0) with step 2.5 eps / steps (Madry et al.'s rule), the step
+    ``strong_step_scale * eps / steps`` (2.5) of PGD at the strong eps (the paper's PGD-k
+    with its fixed ``step_size`` stays as its own row), sharper surrogates with alpha x 4,
+    Square with 1000 queries and p_init 0.05 (the paper's p_init), sanity eps 64/255 with
+    20 steps and, on stochastic models, EOT-10 per step, and the check tolerances; the
+    huge-budget check judges the M-averaged accuracy. The surrogate ensemble and the
+    transfer attacks run APGD-CE with the APGD budget (``apgd_steps`` x ``apgd_eot``,
+    ``apgd_restarts``; AutoAttack's randomized-defence budget, Croce & Hein, 2020: 100
+    steps, EOT-20); ``apgd`` (off by default) adds APGD with each of ``apgd_losses`` at
+    every strong eps and APGD-CE on the l_2 grid. ``transfer_expectation`` (off by
+    default) adds APGD crafted on the noise-free copy of the model (same weights, direct
+    coding) at every strong eps.
+
+    The worst case (ours; ``evaluators/robustness.py``): per strong eps, per example, the
+    point of the first attack in cascade order that the judge stream's M-averaged logits
+    misclassify (clean first), else the point of lowest margin, re-judged on a fresh
+    stream of M draws; ``cascade`` runs each attack only on the examples no earlier one
+    broke (the same worst case, bit for bit, at a fraction of the cost), every attack's
+    own row on the first ``standalone_examples`` images. ``doubled_budget`` re-runs the
+    worst case with twice the steps, EOT draws, restarts and queries on the first
+    ``doubled_examples`` images and flags it when the exact McNemar test says the doubled
+    budget breaks more (``convergence_alpha``). ``convergence`` (on) measures APGD-CE's
+    robust accuracy against gradient evaluations (steps x EOT draws) on the first
+    ``convergence_examples`` test images.
+    ``poisson_adaptive`` (on; only Poisson-coded models) adds, at every strong eps and each
+    temperature of ``gumbel_temperatures`` (ours: 0.5), PGD with the strong budget through
+    the straight-through Gumbel-sigmoid gradient (``coding "poisson_gumbel"``, the exact
+    spikes forward), PGD crafted on the relaxed copy (``"poisson_relaxed"``) and, with
+    ``apgd``, APGD-CE with EOT through each.
     ``quick`` applies ``QUICK_ATTACK``.
     """
     return _dict(
         eps_grid=tuple(e / 255 for e in (0.0, 1.0, 2.0, 4.0, 8.0)), strong_eps=(8 / 255,),
         steps=7, step_size=2 / 255, eot=1, random_start=True, common_random_numbers=False, fgsm=True,
-        strong_steps=50, strong_eot=10, judge_draws=10, batch_size=64, seed=0, num_examples=-1,
-        l2=True, l2_eps_grid=(0.0, 0.25, 0.5, 1.0), l2_step_scale=2.5,
+        strong_steps=50, strong_eot=10, strong_step_scale=2.5, judge_draws=10, batch_size=64, seed=0,
+        num_examples=-1, l2=True, l2_eps_grid=(0.0, 0.25, 0.5, 1.0), l2_step_scale=2.5,
         ensemble=True, surrogates=("sigmoid", "atan", "triangle", "rectangle"), sharp_alpha_factor=4.0,
         bptr=True, select_draws=10,
         transfer=True,
@@ -171,9 +192,11 @@ def attack() -> ml_collections.ConfigDict:
         square=True, square_queries=1000, square_p_init=0.05, square_draws=1,
         sanity=True, sanity_eps=64 / 255, sanity_steps=20, sanity_eot=10,
         apgd=False, apgd_losses=("ce", "dlr"), apgd_steps=100, apgd_eot=20, apgd_restarts=1,
+        cascade=True, standalone_examples=500,
+        doubled_budget=True, doubled_examples=500, convergence_alpha=0.05,
         convergence=True, convergence_steps=(10, 50, 100, 200), convergence_eot=(1, 5, 20, 50),
         convergence_examples=64,
-        poisson_adaptive=True, gumbel_temperature=0.5,
+        poisson_adaptive=True, gumbel_temperatures=(0.5,),
         gradient_check=True, quick=False,
         tol_monotone=0.02, sanity_max_acc=0.05, tol_strong_gap=0.05, tol_blackbox=0.02, grad_min_frac=0.9)
 
@@ -182,21 +205,24 @@ def attack() -> ml_collections.ConfigDict:
 # replaces -1 (all); the grids of QUICK_GRIDS replace the configured ones.
 QUICK_ATTACK: dict[str, int] = dict(strong_steps=20, strong_eot=4, judge_draws=4, select_draws=4,
                                     square_queries=100, sanity_steps=10, sanity_eot=4, num_examples=256,
-                                    apgd_steps=20, apgd_eot=4)
+                                    apgd_steps=20, apgd_eot=4, doubled_examples=64)
 QUICK_GRIDS: dict[str, tuple[int, ...]] = dict(convergence_steps=(5, 10, 20), convergence_eot=(1, 4))
 
 # ``attack`` preset "rand": the evaluation of randomized defences at the level of
 # AutoAttack's "rand" version (Croce & Hein, ICML 2020: APGD-CE + APGD-DLR, 100 steps,
-# EOT-20), plus what the paper configs add to it (ours): Square with 5,000 queries and 4
-# coding draws per query, PGD transferred from the ANN twin and from the noise-free copy,
-# the surrogate ensemble, the adaptive attacks on Poisson coding, the convergence grid
+# EOT-20, Square with its p_init 0.8), plus what the paper configs add to it (ours): APGD
+# on the margin of the averaged logits, Square with 5,000 queries and 4 coding draws per
+# query, APGD-CE transferred from the ANN twin and from the noise-free copy, the
+# surrogate ensemble with APGD-CE, the adaptive attacks on Poisson coding at three
+# temperatures, the doubled-budget convergence check on 500 images, the convergence grid
 # (10, 50, 100, 200) x (1, 5, 20, 50) and every test image. The headline robust accuracy
 # is the per-example worst case over all of them. ``use_rand_preset`` applies it; the
 # report names the preset that ran (``evaluators.robustness.preset``).
 RAND_ATTACK: dict[str, object] = dict(
-    apgd=True, apgd_losses=("ce", "dlr"), apgd_steps=100, apgd_eot=20, apgd_restarts=1,
-    square=True, square_queries=5000, square_draws=4, transfer=True, transfer_expectation=True,
-    ensemble=True, poisson_adaptive=True, convergence=True, convergence_steps=(10, 50, 100, 200),
+    apgd=True, apgd_losses=("ce", "dlr", "margin"), apgd_steps=100, apgd_eot=20, apgd_restarts=1,
+    square=True, square_queries=5000, square_draws=4, square_p_init=0.8, transfer=True, transfer_expectation=True,
+    ensemble=True, poisson_adaptive=True, gumbel_temperatures=(0.5, 0.25, 1.0), doubled_budget=True,
+    doubled_examples=500, convergence=True, convergence_steps=(10, 50, 100, 200),
     convergence_eot=(1, 5, 20, 50), num_examples=-1, quick=False)
 
 

@@ -123,8 +123,16 @@ def check_attack(c: Any, p: str = "config.attack.") -> None:
     """The ``config.attack`` section (``config.attack()``)."""
     _fields(c, config.attack, p)
     _bools(c, p, "random_start", "common_random_numbers", "fgsm", "l2", "ensemble", "bptr", "transfer",
-           "square", "sanity", "gradient_check", "quick", "apgd", "transfer_expectation", "poisson_adaptive")
-    validation.check_number(p + "gumbel_temperature", c.gumbel_temperature, low=0.0, low_open=True, error=E)
+           "square", "sanity", "gradient_check", "quick", "apgd", "transfer_expectation", "poisson_adaptive",
+           "cascade", "doubled_budget")
+    validation.check_grid(p + "gumbel_temperatures", c.gumbel_temperatures, min_len=1, positive=True,
+                          increasing=False, error=E)
+    if len(set(c.gumbel_temperatures)) != len(c.gumbel_temperatures):
+        validation.fail(p + "gumbel_temperatures", c.gumbel_temperatures, "must not repeat a temperature", E)
+    validation.check_int(p + "standalone_examples", c.standalone_examples, 1, all_value=-1, error=E)
+    validation.check_int(p + "doubled_examples", c.doubled_examples, 1, all_value=-1, error=E)
+    validation.check_number(p + "convergence_alpha", c.convergence_alpha, low=0.0, high=1.0, low_open=True,
+                            error=E)
     _ints(c, p, 1, "steps", "eot", "strong_steps", "strong_eot", "judge_draws", "batch_size", "select_draws",
           "square_queries", "square_draws", "sanity_steps", "sanity_eot", "apgd_steps", "apgd_eot", "apgd_restarts")
     _bools(c, p, "convergence")
@@ -140,7 +148,7 @@ def check_attack(c: Any, p: str = "config.attack.") -> None:
                                                    f"{list(apgd.LOSSES)}", E)
     validation.check_int(p + "seed", c.seed, error=E)
     validation.check_int(p + "num_examples", c.num_examples, 1, all_value=-1, error=E)
-    _numbers(c, p, "step_size", "l2_step_scale", "sanity_eps", low=0.0, low_open=True)
+    _numbers(c, p, "step_size", "l2_step_scale", "strong_step_scale", "sanity_eps", low=0.0, low_open=True)
     validation.check_number(p + "square_p_init", c.square_p_init, low=0.0, high=1.0, low_open=True, error=E)
     _numbers(c, p, "tol_monotone", "sanity_max_acc", "tol_strong_gap", "tol_blackbox", "sharp_alpha_factor",
              low=0.0)

@@ -182,8 +182,9 @@ def _transfer_source(r: Run) -> classifier.Classifier | None:
 
 
 def _attack(r: Run) -> Summary:
+    transfer = _transfer_source(r)
     res = evaluators.get("robustness")(r.classifier(), *r.test_arrays(), r.cfg.attack, workdir=r.workdir,
-                                       mesh=r.mesh, transfer=_transfer_source(r), progress=r.progress,
+                                       mesh=r.mesh, transfer=transfer, progress=r.progress,
                                        source=r.export_path)
     flagged = sum(c["status"] != "pass" for c in res["checks"])
     checks = f"{flagged} gradient-masking check(s) FLAGGED" if flagged else "gradient-masking checks pass"
@@ -193,9 +194,10 @@ def _attack(r: Run) -> Summary:
                 f"{w['acc_single']:.3f} (1 draw) / {w['acc_avg']:.3f} (averaged); {checks}")
     else:
         text = f"{len(res['results'])} attack settings on {res['n_examples']} images; {checks}"
-    if r.cfg.attack.convergence:
+    if r.cfg.attack.convergence or r.cfg.attack.doubled_budget:
         conv = evaluators.get("convergence")(r.classifier(), *r.test_arrays(), r.cfg.attack, workdir=r.workdir,
-                                             mesh=r.mesh, progress=r.progress, source=r.export_path)
+                                             mesh=r.mesh, progress=r.progress, source=r.export_path, baseline=res,
+                                             transfer=transfer)
         flagged = [c["name"] for c in conv["checks"] if c["status"] != "pass"]
         text += f"; convergence {'FLAGGED: ' + ', '.join(flagged) if flagged else 'checks pass'}"
     return text, report.path(r.workdir, "robustness")

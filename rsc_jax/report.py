@@ -71,20 +71,24 @@ def write_robustness(workdir: str, result: Mapping[str, Any]) -> None:
 
 
 def write_convergence(workdir: str, result: Mapping[str, Any]) -> None:
-    """``convergence.json`` and ``convergence.png`` (accuracy against gradient evaluations)."""
+    """``convergence.json`` and, with the APGD-CE grid, ``convergence.png`` (accuracy
+    against gradient evaluations)."""
     if not parallel.is_primary():
         return
     os.makedirs(workdir, exist_ok=True)
     write_json(path(workdir, "convergence"), result, indent=1)
+    grid = result.get("grid")
+    if not grid:
+        return
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for k, accs, cis, evals in zip(result["eot"], result["accuracy"], result["ci95"], result["grad_evals"]):
+    for k, accs, cis, evals in zip(grid["eot"], grid["accuracy"], grid["ci95"], grid["grad_evals"]):
         line, = ax.plot(evals, accs, "o-", label=f"EOT {k}")
         ax.fill_between(evals, [c[0] for c in cis], [c[1] for c in cis], color=line.get_color(), alpha=0.12)
     ax.set_xscale("log")
     ax.set_xlabel("gradient evaluations per example (steps x EOT draws)")
     ax.set_ylabel(f"accuracy (M = {result['judge_draws']} draws averaged)")
-    ax.set_title(f"APGD-CE at eps {result['eps_255']:.3g}/255, n = {result['n_examples']} "
+    ax.set_title(f"APGD-CE at eps {result['eps_255']:.3g}/255, n = {grid['n_examples']} "
                  f"(95 % intervals shaded)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -95,18 +99,29 @@ def write_convergence(workdir: str, result: Mapping[str, Any]) -> None:
 
 def convergence_markdown(result: Mapping[str, Any]) -> str:
     """The convergence section of report.md."""
-    steps = result["steps"]
-    lines = ["## Attack convergence", "",
-             f"APGD-CE at l_inf eps {result['eps_255']:.3g}/255 on the first {result['n_examples']} test images "
-             f"(preset `{result['preset']}`): accuracy of the {result['judge_draws']}-draw-averaged logits "
-             "[95 % interval] by steps (columns) and EOT draws per step (rows).", "",
-             "| EOT \\ steps | " + " | ".join(str(t) for t in steps) + " |", "|---|" + "---|" * len(steps)]
-    for k, accs, cis in zip(result["eot"], result["accuracy"], result["ci95"]):
-        lines.append(f"| {k} | " + " | ".join(f"{a:.3f} [{c[0]:.3f}, {c[1]:.3f}]" for a, c in zip(accs, cis)) + " |")
-    lines += ["", "| check | status | detail |", "|---|---|---|"]
+    lines = ["## Attack convergence", ""]
+    d = result.get("doubled")
+    if d:
+        fields = ", ".join(f"{k} {v}" for k, v in d["fields"].items())
+        lines += [f"Worst case at l_inf eps {result['eps_255']:.3g}/255 on the first {d['n_examples']} test images "
+                  f"(preset `{result['preset']}`) at the run's budget and at twice it ({fields}), judged on the "
+                  f"same report-stream draws: {d['acc_avg']:.3f} -> {d['acc_avg_doubled']:.3f} "
+                  f"[{d['ci95_doubled'][0]:.3f}, {d['ci95_doubled'][1]:.3f}].", ""]
+    grid = result.get("grid")
+    if grid:
+        steps = grid["steps"]
+        lines += [f"APGD-CE at l_inf eps {result['eps_255']:.3g}/255 on the first {grid['n_examples']} test images: "
+                  f"accuracy of the {result['judge_draws']}-draw-averaged logits [95 % interval] by steps (columns) "
+                  "and EOT draws per step (rows).", "",
+                  "| EOT \\ steps | " + " | ".join(str(t) for t in steps) + " |", "|---|" + "---|" * len(steps)]
+        for k, accs, cis in zip(grid["eot"], grid["accuracy"], grid["ci95"]):
+            lines.append(f"| {k} | " + " | ".join(f"{a:.3f} [{c[0]:.3f}, {c[1]:.3f}]" for a, c in zip(accs, cis))
+                         + " |")
+        lines.append("")
+    lines += ["| check | status | detail |", "|---|---|---|"]
     for c in result["checks"]:
         lines.append(f"| {c['name']} | {'pass' if c['status'] == 'pass' else '**FLAG**'} | {c['detail']} |")
-    return "\n".join(lines + ["", "![convergence](convergence.png)", ""])
+    return "\n".join(lines + (["", "![convergence](convergence.png)", ""] if grid else [""]))
 
 
 def write_certification(workdir: str, result: Mapping[str, Any], lines: Sequence[str], radius: np.ndarray,

@@ -169,56 +169,47 @@ def padded(n: int, batch: int) -> int:
 
 def attack_counts(cfg: Any, clf_config: dict[str, Any]) -> dict[str, Any]:
     """Forward / forward+backward passes per attacked example of the ``config.attack`` grid,
-    read off the job list ``attack_suite.jobs`` builds (so it follows the code)."""
+    read off the job list ``attack_suite.jobs`` builds (each job's ``passes``, counted from
+    the settings its craft function runs with, so it follows the code), plus the judging:
+    M draws on the judge stream per row and M more on the report stream per worst-case
+    member. Every job counts on every example (the cascade's savings depend on how many
+    examples each attack breaks, which only a run shows: ``examples_attacked`` in
+    robustness.json)."""
     acfg = robustness.effective_config(cfg.attack)
     clf = classifier.Classifier(clf_config, None)
     variants = robustness.make_variants(clf, acfg) if acfg.ensemble else {}
     dummy = (lambda k, x: x)
     method = clf_config["coding"]["method"]
-    relax = {"gumbel": dummy, "relaxed": dummy} if acfg.poisson_adaptive and method == "poisson" else None
+    relax = ({f"{n}@{t:g}": dummy for n in ("gumbel", "relaxed") for t in acfg.gumbel_temperatures}
+             if acfg.poisson_adaptive and method == "poisson" else None)
     jobs = attack_suite.jobs(acfg, dummy, variants, dummy if acfg.transfer else None, clf.num_classes,
                              dummy if acfg.transfer_expectation and method != "direct" else None, relax,
                              stochastic=method != "direct")
     M = acfg.judge_draws
+    chained = {id(j) for e in acfg.strong_eps for j in attack_suite.chain(jobs, e)}
     c = {"fwd": 0, "grad": 0, "grad_bptr": 0, "grad_transfer": 0}
     rows = []
     for j in jobs:
-        r = j.record
-        fwd = grad = grad_bptr = grad_transfer = 0
         if j.craft is not None and j.eps == 0:
             rows.append({"job": j.name, "eps": j.eps, "reused_clean": True})
             continue
-        key = j.cache_key[0]
-        if key == "clean":
-            fwd = M
-        elif key == "fgsm":
-            grad, fwd = r["eot"], M
-        elif key in ("pgd", "pgd-strong", "pgd-eot", "sanity", "pgd-l2"):
-            grad, fwd = r["steps"] * r["eot"], M
-        elif key == "transfer":
-            grad_transfer, fwd = r["steps"] * r["eot"], M
-        elif key == "ensemble":
-            names = r["variants"]
-            per = r["steps"] * r["eot"]
-            grad_bptr = per * sum(1 for n in names if n == "bptr")
-            grad = per * sum(1 for n in names if n != "bptr")
-            # select_strongest judges every candidate on select_draws draws, the runner
-            # judges every candidate (per-variant rows) and the chosen one on M draws
-            fwd = len(names) * r["select_draws"] + len(names) * M + M
-        elif key in ("expectation", "gumbel-pgd", "relaxed-pgd"):   # PGD through a copy of the same model
-            grad, fwd = r["steps"] * r["eot"], M
-        elif key in ("apgd", "apgd-gumbel"):   # one objective gradient per step and draw, per restart (+ the target's forward)
-            grad, fwd = r["steps"] * r["eot"] * r["restarts"], M + (1 if r["loss"] == "dlr-targeted" else 0)
-        elif key == "square":
-            fwd = r["queries"] * 2 * r["draws"] + M      # current and proposal, same draws
+        p = j.passes
+        judge = M * (1 + len(j.candidates)) + (M if id(j) in chained else 0)
+        grad = p.backward
+        fwd = p.forward - p.backward + judge
+        per = {"grad": 0, "grad_bptr": 0, "grad_transfer": 0}
+        if j.family == "transfer":
+            per["grad_transfer"] = grad
+        elif j.family == "ensemble":
+            names = j.record["variants"]
+            per["grad_bptr"] = grad * sum(n == "bptr" for n in names) // len(names)
+            per["grad"] = grad - per["grad_bptr"]
         else:
-            raise RuntimeError(f"attack job {j.name!r} ({key}) is unknown to the estimator; update attack_counts")
-        rows.append({"job": j.name, "eps": round(float(j.eps), 6), "fwd": fwd, "grad": grad,
-                     "grad_bptr": grad_bptr, "grad_transfer": grad_transfer})
+            per["grad"] = grad
+        rows.append({"job": j.name, "eps": round(float(j.eps), 6), "fwd": fwd, **per})
         c["fwd"] += fwd
-        c["grad"] += grad
-        c["grad_bptr"] += grad_bptr
-        c["grad_transfer"] += grad_transfer
+        for k, v in per.items():
+            c[k] += v
     if acfg.gradient_check:
         c["grad"] += 1
         rows.append({"job": "gradient-check", "grad": 1})
@@ -402,6 +393,92 @@ def memory_proxy(name: str, gpus: tuple[int, ...] = (1, 8)) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- compiled GPU memory (optional)
+
+GPU_TARGETS: tuple[str, ...] = ("a100-40gb", "a100-80gb", "h100")
+# JAX's GPU client may allocate this fraction of device memory by default
+# (XLA_PYTHON_CLIENT_MEM_FRACTION; raise it, up to about 0.95, to use more).
+JAX_MEM_FRACTION = 0.75
+
+
+def gpu_memory(name: str, target: str, devices: tuple[int, ...] = (1, 8), remats: tuple[bool, ...] = (False, True),
+               print_fn: Any = None) -> dict[str, Any]:
+    """Per-device memory of the config's programs compiled by XLA for GPU ``target``
+    (``benchmarks.gpu_aot``: deviceless, needs jax's CUDA plugin) at the config's global
+    batches on a data-parallel mesh of each of ``devices`` GPUs: the training step with
+    each ``remat`` setting, and at the config's own ``remat`` evaluation (``eval.draws``
+    draws of an ``eval.batch_size`` batch at once), one attack input gradient
+    (``attack.batch_size``) and one certification chunk (``certify.batch`` draws of
+    ``certify.image_batch`` images). Figures are XLA's buffer assignment per device
+    (``memory_analysis``): arguments + outputs - aliased + temporaries, what the program
+    itself holds; cuDNN/cuBLAS workspace is not in it. ``fits`` compares that with
+    ``JAX_MEM_FRACTION`` of the target's memory (JAX's default allocation limit)."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from benchmarks import gpu_aot
+    from rsc_jax import backend
+    text, summary = gpu_aot.read_target(target)
+    limit = JAX_MEM_FRACTION * summary["memory_bytes"]
+    out: dict[str, Any] = {"target": target, "device": summary["device"], "memory_bytes": summary["memory_bytes"],
+                           "limit_bytes": limit, "jax_mem_fraction": JAX_MEM_FRACTION, "programs": {}}
+    base = config.from_file(name)
+    ds = dataset(base)
+    shape = ds.image_shape
+    M, draws = base.eval.draws, min(base.certify.batch, base.certify.n)
+    ekey = jax.random.key(3)
+
+    def record(prog: str, n: int, m: dict[str, Any], batch: int) -> None:
+        m = dict(m, global_batch=batch, per_device_batch=batch // n, gib=m["peak_estimate"] / 2**30,
+                 fits=m["peak_estimate"] <= limit)
+        out["programs"].setdefault(prog, {})[f"{n}gpu"] = m
+        if print_fn:
+            print_fn(f"  {name} {target} {prog} {n} GPU(s): {m['gib']:.2f} GiB per device "
+                     f"(temp {m['temp'] / 2**30:.2f}) {'fits' if m['fits'] else 'DOES NOT FIT'} [{m['compile_s']} s]")
+
+    with backend.target_platform("gpu"):
+        for n in devices:
+            mesh = gpu_aot.gpu_mesh(text, n)
+            repl, dat = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+            def args(b):
+                return (gpu_aot.abstract(sds((b, *shape)), dat), gpu_aot.abstract(sds((b,), jnp.int32), dat),
+                        gpu_aot.abstract(sds((b,), jnp.int32), dat))
+            for remat in remats:
+                cfg = config.from_file(name)
+                with cfg.unlocked():
+                    cfg.model.remat = remat
+                _, state, extra, step = _step_parts(cfg, ds)
+                b = cfg.train.batch_size
+                x, y, idx = args(b)
+                m = gpu_aot.compile_stats(step, gpu_aot.abstract(state, repl), {"image": x, "label": y, "index": idx},
+                                          *gpu_aot.abstract(extra, repl))
+                record(f"train_step_remat_{'on' if remat else 'off'}", n, m, b)
+            clf, _, _, _ = _step_parts(base, ds)
+            variables = gpu_aot.abstract(jax.eval_shape(lambda: classifier.init_variables(clf.config, jax.random.key(0))),
+                                         repl)
+
+            def evaluate(v, idx, x):
+                keys = parallel.example_keys(ekey, idx)
+                dk = jax.vmap(lambda k: jax.random.split(k, M))(keys)
+                return jax.vmap(lambda ks: clf.apply(v, ks, x), in_axes=1)(dk).mean(0)
+
+            def grad(v, idx, x, y):
+                return attacks.loss_grad(lambda k, xi: clf.apply(v, k, xi), parallel.example_keys(ekey, idx), x, y)
+
+            def certify_chunk(v, idx, x):
+                keys = parallel.example_keys(ekey, idx)
+                one = parallel.per_example(lambda k, xi: clf.apply(v, k, xi))
+                j = jnp.arange(draws, dtype=jnp.int32)
+                dk = jax.vmap(lambda k: jax.vmap(lambda jj: jax.random.fold_in(k, jj))(j))(keys)
+                return jax.vmap(one, in_axes=(1, None))(dk, x).argmax(-1)
+            for prog, fn, b in (("evaluate", evaluate, base.eval.batch_size),
+                                ("attack_grad", grad, base.attack.batch_size),
+                                ("certify_chunk", certify_chunk, base.certify.image_batch)):
+                x, y, idx = args(b)
+                a = (variables, idx, x, y) if prog == "attack_grad" else (variables, idx, x)
+                record(prog, n, gpu_aot.compile_stats(backend.jit(fn), *a), b)
+    return out
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -459,6 +536,29 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def gpu_memory_markdown(results: list[dict[str, Any]], targets: list[str]) -> str:
+    """One row per config and program: per-device GiB on 1 / 8 GPUs (compiled for the first
+    target) and whether it fits each target (1 GPU / 8 GPUs)."""
+    names = {t: results[0]["gpu_memory"][t]["device"] for t in targets}
+    lines = [f"Compiled by XLA for each GPU target (deviceless, `benchmarks.gpu_aot`), not estimated: per-device "
+             f"arguments + outputs - aliased + temporaries in GiB (cuDNN/cuBLAS workspace not included); fits = at "
+             f"most {JAX_MEM_FRACTION:.0%} of the device's memory (JAX's default allocation limit). "
+             f"GiB column from the {names[targets[0]]} target.", "",
+             "| config | program (global batch) | GiB per device, 1 GPU / 8 GPUs | "
+             + " | ".join(f"fits {names[t]}: 1 / 8" for t in targets) + " |",
+             "|---|---|---|" + "---|" * len(targets)]
+    for r in results:
+        g0 = r["gpu_memory"][targets[0]]["programs"]
+        for prog, rec in g0.items():
+            cells = []
+            for t in targets:
+                pr = r["gpu_memory"][t]["programs"][prog]
+                cells.append(" / ".join("yes" if pr[k]["fits"] else "**no**" for k in ("1gpu", "8gpu")))
+            lines.append(f"| `{r['config']}` | {prog} ({rec['1gpu']['global_batch']}) | {rec['1gpu']['gib']:.2f} / "
+                         f"{rec['8gpu']['gib']:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default=",".join(PAPER_CONFIGS), help="comma-separated config names")
@@ -466,6 +566,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory", action="store_true",
                    help="also compile the train/eval/attack/certify programs at the per-device batches of "
                         "1 and 8 GPUs (slow: ~2-4 min per config) for an XLA:CPU memory and HBM-traffic proxy")
+    p.add_argument("--gpu-memory", default="", metavar="TARGETS",
+                   help=f"comma list of GPU targets ({','.join(GPU_TARGETS)}, or 'all'): compile each config's "
+                        "programs for them (needs jax's CUDA plugin; slow) and report per-device memory and fit "
+                        "on 1 and 8 GPUs, with and without remat")
+    p.add_argument("--skip-flops", action="store_true", help="with --gpu-memory: only the compiled memory")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="config override for every config, e.g. attack.num_examples=1000 (Python literal)")
     args = p.parse_args(argv)
@@ -477,6 +582,18 @@ def main(argv: list[str] | None = None) -> int:
             overrides[k] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
             overrides[k] = v
+    targets = list(GPU_TARGETS) if args.gpu_memory == "all" else [t for t in args.gpu_memory.split(",") if t]
+    for t in targets:
+        if t not in GPU_TARGETS:
+            print(f"error: --gpu-memory: target {t!r} is not allowed; allowed: {', '.join(GPU_TARGETS)} or all",
+                  file=sys.stderr)
+            return 2
+    if targets:
+        from benchmarks import gpu_aot
+        missing = gpu_aot.cuda_plugin_missing()
+        if missing:
+            print(f"error: --gpu-memory: {missing}", file=sys.stderr)
+            return 2
     t0 = time.time()
     results = []
     names = [c for c in args.configs.split(",") if c]
@@ -493,12 +610,18 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     for name in names:
-        r = estimate(name, overrides)
+        r = {"config": name} if args.skip_flops else estimate(name, overrides)
         if args.memory:
             r["memory_proxy"] = memory_proxy(name)
+        if targets:
+            r["gpu_memory"] = {t: gpu_memory(name, t, print_fn=lambda m: print(m, file=sys.stderr, flush=True))
+                               for t in targets}
         results.append(r)
-        print(f"{name}: {r['seconds_to_estimate']} s", file=sys.stderr)
-    print(markdown(results))
+        print(f"{name}: {round(time.time() - t0, 1)} s", file=sys.stderr)
+    if not args.skip_flops:
+        print(markdown(results))
+    if targets:
+        print(gpu_memory_markdown(results, targets))
     meta = {"assumed_mfu": MFU, "hardware": {k: {"peak_tflops": v[0], "gpus": v[1], "precision": v[2]}
                                              for k, v in HARDWARE.items()},
             "jax": jax.__version__, "seconds": round(time.time() - t0, 1),

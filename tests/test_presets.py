@@ -32,22 +32,28 @@ def test_preset_names():
 
 @pytest.mark.parametrize("name", ["cifar10_vgg11"])
 def test_rand_preset_attack_budget_by_hand(name):
-    """Input gradients per attacked example at the rand preset, counted by hand from
-    config.RAND_ATTACK and config.attack(): FGSM at the 4 non-zero eps of the grid (4),
-    PGD-7 at those eps (28), PGD-50 (50), PGD-7 EOT-10 (70), APGD-CE + APGD-DLR at 100
-    steps x EOT-20 (4,000), PGD-7 from the noise-free copy (7), the sanity PGD-20 with EOT-10 (200: the model is
-    stochastic),
-    l2 PGD-7 at 3 eps (21), the gradient check (1), and the ensemble's 8 surrogate variants
-    other than BPTR x 7 steps (56; the model's own sigmoid at the default alpha is
-    "model"). Square: 5,000 queries x 4 draws x 2 forward passes."""
+    """Input gradients per attacked example at the rand preset without the cascade, counted
+    by hand from config.RAND_ATTACK and config.attack(): FGSM at the 4 non-zero eps of the
+    grid (4), the paper's PGD-7 at those eps (28), PGD-50 (50), PGD-7 EOT-10 (70), APGD-CE,
+    APGD-DLR and APGD on the margin at (100 + 1) evaluations x EOT-20 (3 x 2,020; the margin
+    loss runs 2,020 forwards more), APGD-CE from the noise-free copy (101: one draw), the
+    sanity PGD-20 with EOT-10 (200: the model is stochastic), l2 PGD-7 at 3 eps (21) and
+    APGD-CE at those eps (3 x 2,020), the gradient check (1), and the ensemble's APGD-CE
+    through the 7 surrogate variants other than BPTR (7 x 2,020; the model's own sigmoid at
+    the default alpha is the model, whose APGD-CE is its own row). BPTR and the transfer
+    from the ANN twin: 2,020 each. Square: 5,000 queries x 4 draws x 2 forward passes, plus
+    M judge draws and M report draws (it is in the worst case)."""
     est = load_script("estimate_runtime")
     cfg = config.from_file(name)
     ac = est.attack_counts(cfg, train.classifier_config(cfg, est.dataset(cfg)))
     pe = ac["per_example"]
-    assert pe["grad"] == 4 + 28 + 50 + 70 + 4000 + 7 + 200 + 21 + 1 + 56
-    assert pe["grad_bptr"] == 7 and pe["grad_transfer"] == 7
+    apgd = 101 * 20
+    assert pe["grad"] == 4 + 28 + 50 + 70 + 3 * apgd + 101 + 200 + 21 + 3 * apgd + 1 + 7 * apgd
+    assert pe["grad_bptr"] == apgd and pe["grad_transfer"] == apgd
+    jobs = {(j["job"], j.get("eps")): j for j in ac["jobs"]}
+    assert jobs[("apgd-margin", round(8 / 255, 6))]["fwd"] == apgd + 2 * cfg.attack.judge_draws
     square = [j for j in ac["jobs"] if j["job"] == "square"]
-    assert len(square) == 1 and square[0]["fwd"] == 5000 * 2 * 4 + cfg.attack.judge_draws
+    assert len(square) == 1 and square[0]["fwd"] == 5000 * 2 * 4 + 2 * cfg.attack.judge_draws
     assert ac["convergence"] == {"examples": 64, "grad": 200 * (1 + 5 + 20 + 50),
                                  "fwd": 4 * 4 * cfg.attack.judge_draws}
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from rsc_jax import attacks, coding, config, config_checks, judging, metrics, parallel, report
+from rsc_jax import apgd, attacks, coding, config, config_checks, judging, metrics, parallel, report
 from rsc_jax.evaluators import masking, robustness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +72,7 @@ def tiny_config(batch_size: int = 8):
     c = config.attack()
     c.eps_grid = (0.0, 0.05, 0.1)
     c.strong_eps = (0.1,)
-    c.step_size = 0.025
+    c.step_size = 0.05
     c.steps = 2
     c.strong_steps = 4
     c.strong_eot = 2
@@ -82,6 +82,8 @@ def tiny_config(batch_size: int = 8):
     c.square_p_init = 0.3
     c.sanity_eps = 0.5
     c.sanity_steps = 3
+    c.apgd_steps = 3          # the ensemble and the transfer run APGD-CE at the APGD budget
+    c.apgd_eot = 2
     c.l2_eps_grid = (0.0, 0.5, 1.0)
     c.batch_size = batch_size
     c.num_examples = 24
@@ -165,14 +167,20 @@ def test_runner_writes_json_png_and_markdown(run8, setup):
         if r["norm"] == "l2":
             assert r["max_l2"] <= r["eps"] + 1e-5
     names = [r["name"] for r in rows]
-    for nm in ("fgsm", "pgd-2", "pgd-4", "pgd-2-eot2", "ensemble-pgd", "transfer-pgd", "square",
+    for nm in ("fgsm", "pgd-2", "pgd-4", "pgd-2-eot2", "ensemble-apgd", "transfer-apgd", "square",
                "sanity-pgd", "pgd-2-l2"):
         assert nm in names, nm
     pgd = {r["eps"]: r for r in rows if r["name"] == "pgd-2"}
     assert pgd[0.1]["acc_avg"] < clean["acc_avg"] - 0.1
     assert pgd[0.1]["max_linf"] >= 0.05
-    assert pgd[0.1]["steps"] == 2 and pgd[0.1]["step_size"] == 0.025 and pgd[0.1]["eot"] == 1
-    ens = next(r for r in rows if r["name"] == "ensemble-pgd")
+    assert pgd[0.1]["steps"] == 2 and pgd[0.1]["step_size"] == 0.05 and pgd[0.1]["eot"] == 1
+    # at the strong eps the stronger PGD rows step strong_step_scale * eps / steps
+    strong = {r["name"]: r for r in rows if r["eps"] == 0.1}
+    assert strong["pgd-4"]["step_size"] == pytest.approx(2.5 * 0.1 / 4)
+    assert strong["pgd-2-eot2"]["step_size"] == pytest.approx(2.5 * 0.1 / 2)
+    assert strong["transfer-apgd"]["steps"] == 3 and strong["transfer-apgd"]["eot"] == 2
+    ens = next(r for r in rows if r["name"] == "ensemble-apgd")
+    assert ens["steps"] == 3 and ens["eot"] == 2
     assert set(ens["per_variant"]) == {"model", "masked", "plain"}
     assert sum(ens["chosen_counts"].values()) == 24
     # The stop-gradient variant is a weak attack, and the ensemble is not weaker than model PGD.
@@ -187,16 +195,18 @@ def test_runner_writes_json_png_and_markdown(run8, setup):
         assert c["qte_avg"] == pytest.approx(metrics.qte(c["eta"], c["acc_avg"]))
         assert c["qte_single"] == pytest.approx(metrics.qte(c["eta"], c["acc_single"]))
     assert res["curves"]["pgd"]["eta"] == [0.0, 0.05, 0.1]
-    # Worst case is per example over all l_inf attacks at 0.1: at most the smallest row.
+    # The worst case selects per example over all l_inf attacks at 0.1 on the judge
+    # stream: what the selection saw is at most the smallest row.
     w = res["worst_case"][0]
     at01 = [r["acc_avg"] for r in rows if r["eps"] == 0.1 and r["norm"] == "linf"]
-    assert w["acc_avg"] <= min(at01) + 1e-9
+    assert w["selection_acc_avg"] <= min(at01) + 1e-9
+    assert w["attacks"][0] == "clean" and w["judge"] == {"stream": 3, "draws": 2}
     # Checks: all five kinds, each pass/FLAG consistent with its numbers.
     checks = {c["name"]: c for c in res["checks"]}
     for nm in ("monotone/pgd", "huge-budget", "input-gradient"):
         assert nm in checks
     assert any(n.startswith("strong-vs-pgd2") for n in checks)
-    assert any(n.startswith("transfer-pgd-not-stronger") for n in checks)
+    assert any(n.startswith("transfer-apgd-not-stronger") for n in checks)
     assert any(n.startswith("square-not-stronger") for n in checks)
     assert checks["huge-budget"]["status"] == "pass"
     assert checks["input-gradient"]["status"] == "pass"
@@ -228,12 +238,13 @@ def test_correct_avg_records_acc_avg_per_example_in_test_set_order(run8, setup):
     clean = res["results"][0]
     np.testing.assert_array_equal(metrics.unpack_correct(clean["correct_avg"]),
                                   np.asarray(direct["correct_avg"]) == 1)
-    # The worst case is right on an example only where every one of its attacks is.
+    # The worst case's selection is right on an example only where every one of its
+    # attacks (clean included) is, on the judge stream.
     w = res["worst_case"][0]
-    rows = [r for r in res["results"] if r["name"] in w["attacks"] and r["eps"] == w["eps"]]
+    rows = [r for r in res["results"] if r["name"] in w["attacks"] and (r["eps"] == w["eps"] or r["name"] == "clean")]
     assert len(rows) == len(w["attacks"])
     both = np.all([metrics.unpack_correct(r["correct_avg"]) for r in rows], 0)
-    assert w["correct_avg"] == metrics.pack_correct(both)
+    assert w["selection_acc_avg"] == pytest.approx(both.mean())
     # The report renders no per-example strings.
     md = report.robustness_markdown(res)
     assert "correct_avg" not in md and clean["correct_avg"] not in md and w["correct_avg"] not in md
@@ -254,7 +265,7 @@ def test_runner_identical_for_two_batch_sizes(run8, setup, tmp_path):
     res16 = robustness.run(clf, x, y, reduced_config(16), workdir=str(tmp_path), mesh=parallel.make_mesh(1),
                            variants=variants, transfer=None, progress=False)
     assert res16["n_examples"] == 24
-    assert "transfer-pgd" not in {r["name"] for r in res16["results"]}
+    assert "transfer-apgd" not in {r["name"] for r in res16["results"]}
     _same_rows(res16, run8[0])
 
 
@@ -306,7 +317,7 @@ def _synthetic(pgd7=0.5, pgd50=0.3, eot=0.45, transfer=0.2, square=0.6, sanity=0
     e = cfg.strong_eps[0]
     row = lambda name, acc, **kw: {"name": name, "eps": e, "norm": "linf", "acc_avg": acc,
                                    "acc_single": acc, **kw}
-    rows = [row("pgd-7", pgd7), row("pgd-50", pgd50), row("pgd-7-eot10", eot), row("transfer-pgd", transfer),
+    rows = [row("pgd-7", pgd7), row("pgd-50", pgd50), row("pgd-7-eot10", eot), row("transfer-apgd", transfer),
             row("square", square),
             {"name": "sanity-pgd", "eps": 64 / 255, "eps_255": 64.0, "steps": 20, "norm": "linf",
              "acc_avg": sanity, "acc_single": sanity}]
@@ -322,7 +333,7 @@ def test_checks_flag_gradient_masking_symptoms():
     assert bad["huge-budget"]["status"] == "FLAG"
     assert bad[f"strong-vs-pgd7@{e}"]["status"] == "FLAG"
     assert bad[f"strong-vs-pgd7@{e}"]["gap"] == pytest.approx(0.2)
-    assert bad[f"transfer-pgd-not-stronger@{e}"]["status"] == "FLAG"      # 0.2 < white-box 0.3
+    assert bad[f"transfer-apgd-not-stronger@{e}"]["status"] == "FLAG"      # 0.2 < white-box 0.3
     assert bad[f"square-not-stronger@{e}"]["status"] == "pass"            # 0.6 >= 0.3
     assert bad["input-gradient"]["status"] == "FLAG"
     good = _synthetic(pgd7=0.32, pgd50=0.3, eot=0.31, transfer=0.5, square=0.4, sanity=0.0, grad=1.0,
@@ -482,23 +493,25 @@ def test_apgd_rows_join_the_worst_case_and_the_checks(tmp_path):
 
 
 def test_convergence_grid_table_checks_and_files(tmp_path):
-    """APGD-CE over a steps x EOT grid: accuracy non-increasing in steps at fixed K (one
-    trajectory), intervals that hold the values, the two last-doubling checks, the files."""
+    """APGD-CE over a steps x EOT grid: intervals that hold the values, the two
+    last-doubling checks (exact McNemar, flagged only when the larger budget breaks
+    significantly more), the files."""
     from rsc_jax.evaluators import convergence
     clf, _, _, x, y = toy_setup()
     c = reduced_config(8)
-    c.convergence_steps, c.convergence_eot, c.convergence_examples = (1, 2, 4), (1, 2), 16
+    c.convergence_steps, c.convergence_eot, c.convergence_examples, c.doubled_budget = (1, 2, 4), (1, 2), 16, False
     res = convergence.run(clf, x, y, c, workdir=str(tmp_path), mesh=parallel.make_mesh(1), progress=False)
-    assert res["steps"] == [1, 2, 4] and res["eot"] == [1, 2] and res["n_examples"] == 16
-    assert res["grad_evals"] == [[1, 2, 4], [2, 4, 8]]
-    for accs, cis in zip(res["accuracy"], res["ci95"]):
-        assert all(a >= b for a, b in zip(accs, accs[1:]))            # best point so far: never better
+    g = res["grid"]
+    assert g["steps"] == [1, 2, 4] and g["eot"] == [1, 2] and g["n_examples"] == 16 and res["doubled"] is None
+    assert g["grad_evals"] == [[1, 2, 4], [2, 4, 8]]
+    for accs, cis in zip(g["accuracy"], g["ci95"]):
         assert all(lo <= a <= hi for a, (lo, hi) in zip(accs, cis))
     names = [ch["name"] for ch in res["checks"]]
     assert names == ["converged-in-steps@EOT2", "converged-in-EOT@4steps"]
     for ch in res["checks"]:
-        drop = ch["acc_before"] - ch["acc_after"]
-        assert ch["status"] == ("pass" if drop <= ch["half_width"] else "FLAG")
+        flag = ch["mcnemar_p"] < 0.05 and ch["b"] > ch["c"]
+        assert ch["status"] == ("FLAG" if flag else "pass")
+        assert ch["acc_before"] - ch["acc_after"] == pytest.approx((ch["b"] - ch["c"]) / 16)
     assert os.path.isfile(tmp_path / "convergence.json") and os.path.isfile(tmp_path / "convergence.png")
     md = report.convergence_markdown(res)
     assert "Attack convergence" in md and "converged-in-steps@EOT2" in md
@@ -522,22 +535,24 @@ def test_masked_gradients_are_caught_end_to_end(tmp_path):
 
 
 def test_transfer_from_the_noise_free_copy(tmp_path):
-    """attack.transfer_expectation crafts PGD on the same weights with direct coding (the
+    """attack.transfer_expectation crafts APGD-CE on the same weights with direct coding (the
     coding's expectation) and judges it on the noisy model, in the worst case and the
-    transfer check; the row equals PGD run by hand through the copy."""
+    transfer check; the row equals APGD-CE (one draw) run by hand through the copy."""
     clf, _, _, x, y = toy_setup()
     c = reduced_config(8)
     c.transfer_expectation, c.square, c.num_examples = True, False, 8
     res = robustness.run(clf, x, y, c, workdir=str(tmp_path), mesh=parallel.make_mesh(1), variants={},
                          transfer=None, progress=False)
-    row = {r["name"]: r for r in res["results"]}["expectation-pgd"]
+    row = {r["name"]: r for r in res["results"]}["expectation-apgd"]
     assert row["crafted_with"] == "noise-free copy (direct coding)" and row["eps"] == c.strong_eps[0]
-    assert "expectation-pgd" in res["worst_case"][0]["attacks"]
-    assert any(ch["name"].startswith("expectation-pgd-not-stronger") for ch in res["checks"])
+    assert row["eot"] == 1 and row["steps"] == c.apgd_steps
+    assert "expectation-apgd" in res["worst_case"][0]["attacks"]
+    assert "expectation-apgd" not in res["worst_case_common"][0]["attacks"]
+    assert any(ch["name"].startswith("expectation-apgd-not-stronger") for ch in res["checks"])
     copy = clf.with_coding(method="direct")
     idx = jnp.arange(8)
-    xa = attacks.pgd(copy.logits, judging.example_keys(c.seed, idx, stream=0), jnp.asarray(x[:8]), jnp.asarray(y[:8]),
-                     eps=c.strong_eps[0], step_size=c.step_size, steps=c.steps, eot=c.eot)
+    xa = apgd.apgd(copy.logits, judging.example_keys(c.seed, idx, stream=0), jnp.asarray(x[:8]), jnp.asarray(y[:8]),
+                   eps=c.strong_eps[0], steps=c.apgd_steps, eot=1)
     jr = judging.judge(clf.logits, judging.example_keys(c.seed, idx, stream=1), xa, jnp.asarray(y[:8]),
                        draws=c.judge_draws)
     assert row["acc_avg"] == pytest.approx(float(jr["correct_avg"].mean()))
@@ -545,26 +560,28 @@ def test_transfer_from_the_noise_free_copy(tmp_path):
 
 def test_adaptive_attacks_on_poisson_coding(tmp_path):
     """A Poisson-coded model gets the Gumbel-sigmoid PGD (white-box, exact spikes forward),
-    PGD on the relaxed copy and APGD-CE through the Gumbel-sigmoid gradient at every strong
-    eps, all in the worst case; the Gumbel row equals PGD run by hand through
+    PGD on the relaxed copy and APGD-CE through each, at every strong eps and temperature,
+    all in the worst case; the Gumbel row equals PGD (eps-scaled step) run by hand through
     ``with_coding(method="poisson_gumbel", sigma=tau)``. A Gaussian-coded model gets none."""
     x, y = digits()
     W, b = ridge(x[:1400], y[:1400], 1.0)
     clf = ToyClassifier(W, b, sigma=0.0, method="poisson")
     c = reduced_config(8)
     c.square, c.ensemble, c.num_examples, c.apgd, c.apgd_steps, c.apgd_eot = False, False, 8, True, 3, 2
-    c.apgd_losses = ("ce",)
+    c.apgd_losses, c.gumbel_temperatures = ("ce",), (0.5, 1.0)
     res = robustness.run(clf, x[1400:], y[1400:], c, workdir=str(tmp_path), mesh=parallel.make_mesh(1),
                          variants={}, transfer=None, progress=False)
     rows = {r["name"]: r for r in res["results"]}
-    names = ["gumbel-pgd-4-eot2", "relaxed-pgd-4-eot2", "apgd-ce-gumbel"]
-    assert set(names) <= set(rows) and set(names) <= set(res["worst_case"][0]["attacks"])
-    assert all(rows[n]["gumbel_temperature"] == c.gumbel_temperature and rows[n]["max_linf"] <= c.strong_eps[0] + 1e-6
-               for n in names)
-    copy = clf.with_coding(method="poisson_gumbel", sigma=c.gumbel_temperature)
+    names = ["gumbel-pgd-4-eot2", "relaxed-pgd-4-eot2", "apgd-ce-gumbel", "apgd-ce-relaxed"]
+    more = [n + "-tau1" for n in names]
+    assert set(names + more) <= set(rows) and set(names + more) <= set(res["worst_case"][0]["attacks"])
+    assert all(rows[n]["gumbel_temperature"] == 0.5 and rows[m]["gumbel_temperature"] == 1.0
+               and rows[n]["max_linf"] <= c.strong_eps[0] + 1e-6 for n, m in zip(names, more))
+    copy = clf.with_coding(method="poisson_gumbel", sigma=0.5)
     idx = jnp.arange(8)
     xa = attacks.pgd(copy.logits, judging.example_keys(c.seed, idx, stream=0), jnp.asarray(x[1400:1408]),
-                     jnp.asarray(y[1400:1408]), eps=c.strong_eps[0], step_size=c.step_size, steps=c.strong_steps,
+                     jnp.asarray(y[1400:1408]), eps=c.strong_eps[0], step_size=2.5 * c.strong_eps[0] / c.strong_steps,
+                     steps=c.strong_steps,
                      eot=c.strong_eot)
     jr = judging.judge(clf.logits, judging.example_keys(c.seed, idx, stream=1), xa, jnp.asarray(y[1400:1408]),
                        draws=c.judge_draws)

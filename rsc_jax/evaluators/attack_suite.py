@@ -1,17 +1,34 @@
 """The attack settings of the robustness evaluation, one small function per family.
 
 A family turns the ``config.attack`` section into ``Job``s (one row of the results
-each): the craft function (pure, from ``attacks.py``), its eps, its norm and the JSON
-record of its settings. ``jobs`` lays them out in the order they run: clean; the l_inf
-grid families (FGSM, PGD-k); at every strong eps the strong families (PGD with more
-steps, PGD with EOT, APGD, the surrogate ensemble, transfer from another model and from
-the noise-free copy, the adaptive attacks on Poisson coding, Square); the huge-budget sanity
-PGD; the l_2 grid. Adding an attack is one function in ``attacks.py``, one family here
-and its entry in ``GRID``/``STRONG``/``ONCE`` (plus its config fields).
+each): the craft function (pure, from ``attacks.py`` / ``apgd.py``), its eps, its norm,
+the JSON record of its settings, its place in the worst case's cascade and its cost in
+forward/backward passes per example (``Passes``, counted from the settings the craft
+function runs with). ``jobs`` lays them out: clean; the l_inf grid families (FGSM, the
+paper's PGD-k with its fixed step); at every strong eps the strong families; the
+huge-budget sanity PGD; the l_2 grid (PGD-k and APGD-CE with EOT).
+
+Every iterative attack at a strong eps has a step that scales with eps, so it can reach
+the eps boundary whatever eps is: PGD with more steps, PGD with EOT and the adaptive
+Poisson PGD step ``strong_step_scale * eps / steps`` (ours: 2.5, Madry et al.'s rule,
+as the l_2 grid and the sanity PGD); APGD starts at 2 eps and halves (Croce & Hein). The
+surrogate ensemble (every surrogate and sharpness, BPTR), the transfer from another
+model (the ANN twin) and from the noise-free copy run APGD-CE at the APGD budget
+(``apgd_steps``, ``apgd_eot``, ``apgd_restarts``; the noise-free copy is deterministic:
+one draw). The paper's PGD-k with its fixed ``step_size`` (2/255) stays as its own row
+(``pgd-7``): at 32/255 it moves at most 7 x 2/255 from its random start.
+
+The cascade (``Job.order``, ``Job.common``): in the worst case (``evaluators.robustness``)
+the attacks at one eps run in the order of ``ORDER`` (AutoAttack's: APGD-CE first), each
+only on the examples no earlier one has broken; the families every model gets (clean,
+APGD, PGD, FGSM, Square; ``common=True``) come first, so the worst case over that common
+set is a prefix of the cascade, and the families only some models get (the surrogate
+ensemble and BPTR for spiking models, transfer, the noise-free copy, the Poisson
+attacks) follow Square.
 
 References: FGSM (Goodfellow et al., 2015), PGD (Madry et al., 2018), EOT (Athalye et
-al., 2018), APGD (Croce & Hein, 2020), BPTR and surrogate variants (Ding et al., 2022), Square (Andriushchenko et
-al., 2020).
+al., 2018), APGD and AutoAttack's order (Croce & Hein, 2020), BPTR and surrogate
+variants (Ding et al., 2022), Square (Andriushchenko et al., 2020).
 """
 
 from __future__ import annotations
@@ -28,6 +45,33 @@ Array = jax.Array
 # craft(keys [B], x, y, eps) -> (x_adv, extra outputs) ; the ensemble returns [N, B, ...] candidates.
 Craft = Callable[[Array, Array, Array, Array], tuple[Array, dict[str, Array]]]
 
+# The cascade's order of families at one eps (module docstring); families up to and
+# including "square" are the common set every model gets.
+ORDER: tuple[str, ...] = ("clean", "apgd", "pgd-strong", "pgd-eot", "pgd", "fgsm", "square",
+                          "ensemble", "transfer", "expectation", "poisson")
+COMMON: frozenset[str] = frozenset(ORDER[:ORDER.index("square") + 1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Passes:
+    """Forward and backward passes of the classifier per example to craft one point."""
+    forward: int = 0
+    backward: int = 0
+
+    def __add__(self, other: "Passes") -> "Passes":
+        return Passes(self.forward + other.forward, self.backward + other.backward)
+
+    def __mul__(self, k: int) -> "Passes":
+        return Passes(self.forward * k, self.backward * k)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"forward": self.forward, "backward": self.backward}
+
+
+def grads(k: int) -> Passes:
+    """k input gradients: k forward and k backward passes."""
+    return Passes(k, k)
+
 
 @dataclasses.dataclass
 class Job:
@@ -39,7 +83,16 @@ class Job:
     craft: Craft | None     # None: clean
     cache_key: tuple        # jobs with one key share one compiled function
     candidates: tuple[str, ...] = ()   # ensemble: the variants behind the [N, B, ...] candidates
+    family: str = "clean"   # its entry of ORDER (the cascade's order); "" = not in the worst case
+    passes: Passes = Passes()
 
+    @property
+    def order(self) -> int:
+        return ORDER.index(self.family)
+
+    @property
+    def common(self) -> bool:
+        return self.family in COMMON
 
 @dataclasses.dataclass(frozen=True)
 class Suite:
@@ -50,7 +103,7 @@ class Suite:
     transfer: LogitsFn | None
     num_classes: int | None = None
     expectation: LogitsFn | None = None
-    relaxations: Mapping[str, LogitsFn] | None = None   # Poisson models: {"gumbel", "relaxed"} copies
+    relaxations: Mapping[str, LogitsFn] | None = None   # Poisson: {"gumbel@TAU", "relaxed@TAU"} copies
     stochastic: bool = True                             # coding draws differ (False: direct coding)
 
     @property
@@ -58,6 +111,15 @@ class Suite:
         c = self.cfg
         return dict(steps=c.steps, step_size=c.step_size, eot=c.eot, random_start=c.random_start,
                     common_random_numbers=c.common_random_numbers)
+
+    def strong_step(self, e: float, steps: int) -> float:
+        """The step of PGD at a strong eps: ``strong_step_scale * eps / steps``."""
+        return self.cfg.strong_step_scale * e / steps
+
+    def apgd_kw(self, loss: str = "ce", *, eot: int | None = None, norm: str = "linf") -> dict[str, Any]:
+        c = self.cfg
+        return dict(steps=c.apgd_steps, eot=c.apgd_eot if eot is None else eot, restarts=c.apgd_restarts,
+                    loss=loss, norm=norm)
 
 
 def _plain(fn: Callable[..., Array]) -> Craft:
@@ -79,8 +141,23 @@ def _apgd(fn: LogitsFn, kw: dict[str, Any]) -> Craft:
     return _plain(lambda k, x, y, eps: apgd.apgd(fn, k, x, y, eps=eps, **kw))
 
 
+def apgd_passes(kw: Mapping[str, Any]) -> Passes:
+    """``apgd.apgd``'s passes per example: per restart (steps + 1) objective evaluations of
+    K gradients each (the margin loss first runs K forwards more), plus one forward for the
+    targeted DLR's target."""
+    k, evals = kw["eot"], kw["restarts"] * (kw["steps"] + 1)
+    extra = Passes(evals * k if kw["loss"] == "margin" else 0) + Passes(1 if kw["loss"] == "dlr-targeted" else 0)
+    return grads(evals * k) + extra
+
+
+def _pgd_job(s: Suite, name: str, e: float, st: dict[str, Any], fn: LogitsFn, cache: tuple, family: str,
+             **record: Any) -> Job:
+    return Job(name, None, "linf", e, {"attack": "pgd", **record, **st}, _pgd(s, fn, **st), cache, family=family,
+               passes=grads(st["steps"] * st["eot"]))
+
+
 def clean(s: Suite) -> list[Job]:
-    return [Job("clean", None, "linf", 0.0, {"attack": "clean"}, None, ("clean",))]
+    return [Job("clean", None, "linf", 0.0, {"attack": "clean"}, None, ("clean",), family="clean")]
 
 
 def fgsm(s: Suite) -> list[Job]:
@@ -88,51 +165,37 @@ def fgsm(s: Suite) -> list[Job]:
     if not c.fgsm:
         return []
     craft = _plain(lambda k, x, y, eps: attacks.fgsm(s.logits_fn, k, x, y, eps=eps, eot=c.eot))
-    return [Job("fgsm", "fgsm", "linf", e, {"attack": "fgsm", "eot": c.eot}, craft, ("fgsm",)) for e in c.eps_grid]
+    return [Job("fgsm", "fgsm", "linf", e, {"attack": "fgsm", "eot": c.eot}, craft, ("fgsm",), family="fgsm",
+                passes=grads(c.eot)) for e in c.eps_grid]
 
 
 def pgd(s: Suite) -> list[Job]:
-    """PGD-k over the eps grid (the ``pgd`` curve) and at strong eps outside it."""
+    """The paper's PGD-k (fixed ``step_size``) over the eps grid (the ``pgd`` curve) and at
+    strong eps outside it."""
     c = s.cfg
     grid = list(c.eps_grid) + [e for e in c.strong_eps if e not in c.eps_grid]
-    return [Job(f"pgd-{c.steps}", "pgd" if e in c.eps_grid else None, "linf", e, {"attack": "pgd", **s.base},
-                _pgd(s, s.logits_fn, **s.base), ("pgd",)) for e in grid]
+    return [Job(f"pgd-{c.steps}", "pgd" if e in c.eps_grid else None, "linf", e,
+                {"attack": "pgd", "step_rule": "fixed (the paper's)", **s.base},
+                _pgd(s, s.logits_fn, **s.base), ("pgd",), family="pgd", passes=grads(c.steps * c.eot))
+            for e in grid]
 
 
 def pgd_strong(s: Suite, e: float) -> list[Job]:
-    st = dict(s.base, steps=s.cfg.strong_steps)
-    return [Job(f"pgd-{s.cfg.strong_steps}", None, "linf", e, {"attack": "pgd", **st}, _pgd(s, s.logits_fn, **st),
-                ("pgd-strong",))]
+    st = dict(s.base, steps=s.cfg.strong_steps, step_size=s.strong_step(e, s.cfg.strong_steps))
+    return [_pgd_job(s, f"pgd-{s.cfg.strong_steps}", e, st, s.logits_fn, ("pgd-strong",), "pgd-strong",
+                     step_rule="strong_step_scale * eps / steps")]
 
 
 def pgd_eot(s: Suite, e: float) -> list[Job]:
-    st = dict(s.base, eot=s.cfg.strong_eot)
-    return [Job(f"pgd-{s.cfg.steps}-eot{s.cfg.strong_eot}", None, "linf", e, {"attack": "pgd", **st},
-                _pgd(s, s.logits_fn, **st), ("pgd-eot",))]
-
-
-def ensemble(s: Suite, e: float) -> list[Job]:
-    """PGD through the model and every gradient variant; the evaluator keeps, per
-    example, the strongest candidate on the select stream (``attacks.select_strongest``)."""
-    c = s.cfg
-    if not (c.ensemble and s.variants):
-        return []
-    fns = {"model": s.logits_fn, **{n: s.variants[n] for n in sorted(s.variants)}}
-
-    def craft(k, x, y, eps):
-        return attacks.ensemble_candidates(fns, k, x, y, eps=eps, step_size=c.step_size, steps=c.steps,
-                                           eot=c.eot, random_start=c.random_start,
-                                           common_random_numbers=c.common_random_numbers), {}
-
-    rec = {"attack": "pgd-ensemble", **s.base, "variants": list(fns), "select_draws": c.select_draws,
-           "selection": "per example: misclassified on M-averaged logits, else highest CE (select stream 2)"}
-    return [Job("ensemble-pgd", None, "linf", e, rec, craft, ("ensemble",), candidates=tuple(fns))]
+    st = dict(s.base, eot=s.cfg.strong_eot, step_size=s.strong_step(e, s.cfg.steps))
+    return [_pgd_job(s, f"pgd-{s.cfg.steps}-eot{s.cfg.strong_eot}", e, st, s.logits_fn, ("pgd-eot",), "pgd-eot",
+                     step_rule="strong_step_scale * eps / steps")]
 
 
 def apgd_family(s: Suite, e: float) -> list[Job]:
     """APGD (Croce & Hein, 2020) with each loss of ``apgd_losses``, EOT in every step, the
-    best iterate over ``apgd_restarts`` restarts; DLR losses only where the model has
-    enough classes (3, or 4 targeted)."""
+    iterate of lowest averaged-logit margin over ``apgd_restarts`` restarts; DLR losses
+    only where the model has enough classes (3, or 4 targeted)."""
     c = s.cfg
     if not c.apgd:
         return []
@@ -140,51 +203,88 @@ def apgd_family(s: Suite, e: float) -> list[Job]:
     for loss in c.apgd_losses:
         if s.num_classes is not None and s.num_classes < apgd.classes_needed(loss):
             continue
-        kw = dict(steps=c.apgd_steps, eot=c.apgd_eot, restarts=c.apgd_restarts, loss=loss)
+        kw = s.apgd_kw(loss)
         out.append(Job(f"apgd-{loss}", None, "linf", e, {"attack": "apgd", **kw}, _apgd(s.logits_fn, kw),
-                       ("apgd", loss)))
+                       ("apgd", loss), family="apgd", passes=apgd_passes(kw)))
     return out
 
 
+def _has_apgd_ce(s: Suite) -> bool:
+    return bool(s.cfg.apgd) and "ce" in s.cfg.apgd_losses
+
+
+def ensemble(s: Suite, e: float) -> list[Job]:
+    """APGD-CE through every gradient variant (surrogates, their sharp versions, BPTR) and
+    through the model itself unless APGD-CE already runs as its own row; the evaluator
+    keeps, per example, the strongest candidate on the select stream
+    (``attacks.select_strongest``)."""
+    c = s.cfg
+    if not (c.ensemble and s.variants):
+        return []
+    fns = {} if _has_apgd_ce(s) else {"model": s.logits_fn}
+    fns.update({n: s.variants[n] for n in sorted(s.variants)})
+    kw = s.apgd_kw("ce")
+
+    def craft(k, x, y, eps):
+        return attacks.ensemble_candidates(fns, k, x, y, attack=apgd.apgd, eps=eps, **kw), {}
+
+    rec = {"attack": "apgd-ensemble", **kw, "variants": list(fns), "select_draws": c.select_draws,
+           "selection": "per example: misclassified on M-averaged logits, else highest CE (select stream 2)"}
+    return [Job("ensemble-apgd", None, "linf", e, rec, craft, ("ensemble",), candidates=tuple(fns),
+                family="ensemble", passes=apgd_passes(kw) * len(fns) + Passes(c.select_draws * len(fns)))]
+
+
 def transfer(s: Suite, e: float) -> list[Job]:
+    """APGD-CE crafted on another model (the ANN twin), judged on this one."""
     if not (s.cfg.transfer and s.transfer is not None):
         return []
-    return [Job("transfer-pgd", None, "linf", e, {"attack": "pgd", "crafted_with": "transfer model", **s.base},
-                _pgd(s, s.transfer, **s.base), ("transfer",))]
+    kw = s.apgd_kw("ce")
+    return [Job("transfer-apgd", None, "linf", e, {"attack": "apgd", "crafted_with": "transfer model", **kw},
+                _apgd(s.transfer, kw), ("transfer",), family="transfer", passes=apgd_passes(kw))]
 
 
 def expectation(s: Suite, e: float) -> list[Job]:
-    """PGD crafted on the noise-free copy of the model (same weights, direct coding: the
-    coding's expectation), transferred to the noisy model."""
+    """APGD-CE crafted on the noise-free copy of the model (same weights, direct coding:
+    the coding's expectation; deterministic, so one draw per step), transferred to the
+    noisy model."""
     if not (s.cfg.transfer_expectation and s.expectation is not None):
         return []
-    return [Job("expectation-pgd", None, "linf", e,
-                {"attack": "pgd", "crafted_with": "noise-free copy (direct coding)", **s.base},
-                _pgd(s, s.expectation, **s.base), ("expectation",))]
+    kw = s.apgd_kw("ce", eot=1)
+    return [Job("expectation-apgd", None, "linf", e,
+                {"attack": "apgd", "crafted_with": "noise-free copy (direct coding)", **kw},
+                _apgd(s.expectation, kw), ("expectation",), family="expectation", passes=apgd_passes(kw))]
 
 
 def poisson_adaptive(s: Suite, e: float) -> list[Job]:
-    """Adaptive attacks on Poisson coding (its straight-through gradient can be masked):
-    PGD with the strong budget (steps and EOT) through the Gumbel-sigmoid gradient of the
-    exact spikes (a white-box attack on the model itself), PGD crafted on the relaxed
-    copy (transferred) and, with ``apgd``, APGD-CE through the Gumbel-sigmoid gradient.
+    """Adaptive attacks on Poisson coding (its straight-through gradient can be masked),
+    at each temperature tau of ``gumbel_temperatures``: PGD with the strong budget (steps,
+    EOT, eps-scaled step) through the Gumbel-sigmoid gradient of the exact spikes (a
+    white-box attack on the model itself) and PGD crafted on the relaxed copy
+    (transferred); with ``apgd``, APGD-CE with EOT through the Gumbel-sigmoid gradient
+    and through the relaxed copy.
     Gumbel-sigmoid: Maddison et al. / Jang et al., ICLR 2017; BPDA: Athalye et al., 2018."""
     c, r = s.cfg, s.relaxations
     if not (c.poisson_adaptive and r):
         return []
-    st = dict(s.base, steps=c.strong_steps, eot=c.strong_eot)
-    tau = {"gumbel_temperature": c.gumbel_temperature}
-    out = [Job(f"gumbel-pgd-{c.strong_steps}-eot{c.strong_eot}", None, "linf", e,
-               {"attack": "pgd", "gradient": "Gumbel-sigmoid (straight-through)", **tau, **st},
-               _pgd(s, r["gumbel"], **st), ("gumbel-pgd",)),
-           Job(f"relaxed-pgd-{c.strong_steps}-eot{c.strong_eot}", None, "linf", e,
-               {"attack": "pgd", "crafted_with": "relaxed Poisson copy (Gumbel-sigmoid)", **tau, **st},
-               _pgd(s, r["relaxed"], **st), ("relaxed-pgd",))]
-    if c.apgd:
-        kw = dict(steps=c.apgd_steps, eot=c.apgd_eot, restarts=c.apgd_restarts, loss="ce")
-        out.append(Job("apgd-ce-gumbel", None, "linf", e,
-                       {"attack": "apgd", "gradient": "Gumbel-sigmoid (straight-through)", **tau, **kw},
-                       _apgd(r["gumbel"], kw), ("apgd-gumbel",)))
+    st = dict(s.base, steps=c.strong_steps, eot=c.strong_eot, step_size=s.strong_step(e, c.strong_steps))
+    kw = s.apgd_kw("ce")
+    out = []
+    for tau in c.gumbel_temperatures:
+        t = {"gumbel_temperature": tau}
+        sfx = "" if tau == c.gumbel_temperatures[0] else f"-tau{tau:g}"
+        out += [_pgd_job(s, f"gumbel-pgd-{c.strong_steps}-eot{c.strong_eot}{sfx}", e, st, r[f"gumbel@{tau:g}"],
+                         ("gumbel-pgd", tau), "poisson", gradient="Gumbel-sigmoid (straight-through)", **t),
+                _pgd_job(s, f"relaxed-pgd-{c.strong_steps}-eot{c.strong_eot}{sfx}", e, st, r[f"relaxed@{tau:g}"],
+                         ("relaxed-pgd", tau), "poisson", crafted_with="relaxed Poisson copy (Gumbel-sigmoid)", **t)]
+        if c.apgd:
+            out += [Job(f"apgd-ce-gumbel{sfx}", None, "linf", e,
+                        {"attack": "apgd", "gradient": "Gumbel-sigmoid (straight-through)", **t, **kw},
+                        _apgd(r[f"gumbel@{tau:g}"], kw), ("apgd-gumbel", tau), family="poisson",
+                        passes=apgd_passes(kw)),
+                    Job(f"apgd-ce-relaxed{sfx}", None, "linf", e,
+                        {"attack": "apgd", "crafted_with": "relaxed Poisson copy (Gumbel-sigmoid)", **t, **kw},
+                        _apgd(r[f"relaxed@{tau:g}"], kw), ("apgd-relaxed", tau), family="poisson",
+                        passes=apgd_passes(kw))]
     return out
 
 
@@ -194,7 +294,8 @@ def square(s: Suite, e: float) -> list[Job]:
         return []
     sq = dict(queries=c.square_queries, p_init=c.square_p_init, draws=c.square_draws)
     return [Job("square", None, "linf", e, {"attack": "square", **sq},
-                _plain(lambda k, x, y, eps: attacks.square(s.logits_fn, k, x, y, eps=eps, **sq)), ("square",))]
+                _plain(lambda k, x, y, eps: attacks.square(s.logits_fn, k, x, y, eps=eps, **sq)), ("square",),
+                family="square", passes=Passes(2 * c.square_queries * c.square_draws))]
 
 
 def sanity(s: Suite) -> list[Job]:
@@ -207,16 +308,24 @@ def sanity(s: Suite) -> list[Job]:
     st = dict(s.base, steps=c.sanity_steps, step_size=2.5 * c.sanity_eps / c.sanity_steps,
               eot=c.sanity_eot if s.stochastic else s.base["eot"])
     return [Job("sanity-pgd", None, "linf", c.sanity_eps, {"attack": "pgd", **st}, _pgd(s, s.logits_fn, **st),
-                ("sanity",))]
+                ("sanity",), family="", passes=grads(st["steps"] * st["eot"]))]
 
 
 def l2(s: Suite) -> list[Job]:
+    """The l_2 grid: PGD-k with step ``l2_step_scale * eps / steps`` and, with ``apgd``,
+    APGD-CE with the APGD budget (EOT in every step)."""
     c = s.cfg
     if not c.l2:
         return []
     rec = {"attack": "pgd", **s.base, "step_size": f"{c.l2_step_scale} * eps / steps"}
     craft = _pgd(s, s.logits_fn, **dict(s.base, norm="l2", l2_scale=c.l2_step_scale))
-    return [Job(f"pgd-{c.steps}-l2", "pgd-l2", "l2", e, rec, craft, ("pgd-l2",)) for e in c.l2_eps_grid]
+    out = [Job(f"pgd-{c.steps}-l2", "pgd-l2", "l2", e, rec, craft, ("pgd-l2",), family="",
+               passes=grads(c.steps * c.eot)) for e in c.l2_eps_grid]
+    if c.apgd:
+        kw = s.apgd_kw("ce", norm="l2")
+        out += [Job("apgd-ce-l2", "apgd-l2", "l2", e, {"attack": "apgd", **kw}, _apgd(s.logits_fn, kw),
+                    ("apgd-l2",), family="", passes=apgd_passes(kw)) for e in c.l2_eps_grid]
+    return out
 
 
 GRID: tuple[Callable[[Suite], list[Job]], ...] = (clean, fgsm, pgd)
@@ -228,9 +337,20 @@ ONCE: tuple[Callable[[Suite], list[Job]], ...] = (sanity, l2)
 def jobs(cfg: Any, logits_fn: LogitsFn, variants: Mapping[str, LogitsFn], transfer_fn: LogitsFn | None,
          num_classes: int | None = None, expectation_fn: LogitsFn | None = None,
          relaxations: Mapping[str, LogitsFn] | None = None, stochastic: bool = True) -> list[Job]:
-    """Every job of the suite, in the order they run. ``stochastic``: the model draws
-    fresh coding noise per call (False only for direct coding: EOT would repeat one draw)."""
+    """Every job of the suite, in the order of the results table. ``stochastic``: the model
+    draws fresh coding noise per call (False only for direct coding: EOT would repeat one
+    draw). ``relaxations``: for Poisson models, ``{"gumbel@TAU", "relaxed@TAU"}`` copies
+    for every TAU of ``cfg.gumbel_temperatures`` (``f"{tau:g}"``)."""
     s = Suite(cfg, logits_fn, variants, transfer_fn, num_classes, expectation_fn, relaxations, stochastic)
     out = [j for fam in GRID for j in fam(s)]
     out += [j for e in cfg.strong_eps for fam in STRONG for j in fam(s, e)]
     return out + [j for fam in ONCE for j in fam(s)]
+
+
+def chain(jobs_: list[Job], e: float) -> list[Job]:
+    """The jobs of the worst case at l_inf eps ``e`` in cascade order: clean, then every
+    l_inf attack at ``e`` but the sanity PGD, sorted by ``ORDER`` (stable: a family's rows
+    keep the table's order)."""
+    members = [j for j in jobs_ if j.craft is None] + [
+        j for j in jobs_ if j.craft is not None and j.norm == "linf" and j.eps == e and j.family]
+    return sorted(members, key=lambda j: j.order)

@@ -1,29 +1,37 @@
-"""The convergence evaluator: is the attack budget enough? Robust accuracy of APGD-CE
-against gradient evaluations (steps x EOT draws), with a flag when the last doubling of
-either still lowers the accuracy by more than its 95 % interval's half-width; writes
-``convergence.json`` and ``convergence.png``.
+"""The convergence evaluator: is the attack budget enough? Writes ``convergence.json``
+and ``convergence.png``.
 
-For each EOT count K of ``convergence_eot`` one APGD run of max(``convergence_steps``)
-steps keeps its best point after every step count of the grid (``apgd.apgd_with_info``'s
-snapshots), so the budgets share their trajectory: accuracy is non-increasing in steps by
-construction at fixed K, and differences are not sampling noise of separate runs. Each
-point is judged like the robustness rows (M fresh draws on the judge stream, accuracy of
-the M-draw-averaged logits), at the first strong eps. Carlini et al. (2019), "On
-Evaluating Adversarial Robustness", Sec. 5: report accuracy against attack budget and
-check that it has converged.
+Two pieces of evidence, each of which can fail (Carlini et al., 2019, "On Evaluating
+Adversarial Robustness", Sec. 5: report accuracy against attack budget and check that it
+has converged):
+
+- ``doubled``: the worst case at the first strong eps re-run with twice the budget
+  (``DOUBLED``: APGD steps, EOT draws and restarts, the strong PGD's steps and EOT,
+  Square's queries) on the first ``doubled_examples`` images, through the same cascade,
+  judged on the same report-stream draws as the run's own worst case, so the two are
+  paired image by image. It is flagged when the exact McNemar test (``metrics.mcnemar_exact``)
+  rejects at ``convergence_alpha`` with more images broken by the doubled budget than
+  by the run's.
+- ``grid``: APGD-CE's robust accuracy against gradient evaluations (steps x EOT draws)
+  on the first ``convergence_examples`` images: for each EOT count K one APGD run of
+  max(``convergence_steps``) steps keeps its picked point after every step count
+  (``apgd.apgd_with_info``'s snapshots), judged like the robustness rows (M fresh draws
+  on the judge stream). The picked points are chosen on the attack draws, so the judged
+  accuracy need not fall with more steps; the last doubling of steps and of K are tested
+  like the doubled budget.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
 import numpy as np
 
 from rsc_jax import apgd, backend, config_checks, judging, metrics, parallel, report
-from rsc_jax.evaluators import common
+from rsc_jax.evaluators import attack_suite, common
 from rsc_jax.evaluators import robustness as rob
 
 Array = jax.Array
@@ -41,41 +49,38 @@ def _batch_fn(logits_fn: Callable, cfg: Any, eps: float, steps: tuple[int, ...],
     return fn
 
 
-def _flag(name: str, before: np.ndarray, after: np.ndarray, what: str) -> dict[str, Any]:
-    """FLAG when ``after`` (the doubled budget) is lower than ``before`` by more than the
-    half-width of after's exact 95 % interval; the exact McNemar p-value is reported too."""
-    n = len(after)
+DOUBLED: tuple[str, ...] = ("apgd_steps", "apgd_eot", "apgd_restarts", "strong_steps", "strong_eot",
+                            "square_queries")
+
+
+def doubled_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The effective attack config ``cfg`` with every field of ``DOUBLED`` doubled."""
+    out = ml_collections.ConfigDict(cfg.to_dict())
+    for k in DOUBLED:
+        out[k] = 2 * cfg[k]
+    out.quick = False                      # cfg is already the effective config
+    return out
+
+
+def _flag(name: str, before: np.ndarray, after: np.ndarray, what: str, alpha: float) -> dict[str, Any]:
+    """FLAG when the exact McNemar test of ``before`` against ``after`` (the larger
+    budget; per-example correctness on the same draws) rejects at ``alpha`` with more
+    examples broken by ``after`` (b = right before, wrong after; c = the reverse)."""
     a0, a1 = float(np.mean(before)), float(np.mean(after))
-    low, high = metrics.binomial_interval(int(np.sum(after)), n)
-    half = (high - low) / 2
     test = metrics.mcnemar_exact(before > 0.5, after > 0.5)
-    ok = a0 - a1 <= half
+    ok = not (test["p_value"] < alpha and test["b"] > test["c"])
     return {"name": name, "status": "pass" if ok else "FLAG", "acc_before": a0, "acc_after": a1,
-            "half_width": half, "mcnemar_p": test["p_value"],
-            "detail": f"{what}: accuracy {a0:.4f} -> {a1:.4f} (drop {a0 - a1:.4f}; allowed up to the interval's "
-                      f"half-width {half:.4f}; McNemar p = {test['p_value']:.3g})"}
+            "b": test["b"], "c": test["c"], "mcnemar_p": test["p_value"], "alpha": alpha, "n": len(after),
+            "detail": f"{what}: accuracy {a0:.4f} -> {a1:.4f} on {len(after)} images; {test['b']} broken only by "
+                      f"the larger budget, {test['c']} only by the smaller (exact McNemar p = {test['p_value']:.3g}; "
+                      f"flagged below {alpha:g} with more broken by the larger)"}
 
 
-def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collections.ConfigDict, *,
-        workdir: str, mesh: jax.sharding.Mesh, progress: bool = True, source: str | None = None) -> dict[str, Any]:
-    """APGD-CE accuracy over the ``convergence_steps`` x ``convergence_eot`` grid.
-
-    Args:
-      classifier, images, labels, mesh, progress, source: as ``robustness.run``.
-      cfg: the ``config.attack`` section (its ``quick`` preset applied here).
-
-    Returns:
-      The dict written to ``convergence.json``: ``eps``, ``steps``, ``eot``, ``accuracy``
-      ``[len(eot)][len(steps)]``, ``ci95`` (intervals), ``grad_evals`` (steps x K),
-      ``checks`` (the last doubling of steps at the largest K, of K at the most steps).
-    """
-    config_checks.check_attack(cfg)
-    cfg = rob.effective_config(cfg)
-    images, labels = common.test_set(classifier, images, labels, cfg.convergence_examples)
-    n, logits_fn = len(images), common.as_logits_fn(classifier)
-    eps = float(cfg.strong_eps[0] if cfg.strong_eps else cfg.eps_grid[-1])
+def _grid(logits_fn: Callable, images: np.ndarray, labels: np.ndarray, cfg: Any, mesh: jax.sharding.Mesh,
+          eps: float, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    n = min(len(images), len(images) if cfg.convergence_examples == -1 else cfg.convergence_examples)
+    images, labels = images[:n], labels[:n]
     steps, eots = tuple(sorted(cfg.convergence_steps)), tuple(sorted(cfg.convergence_eot))
-    t0 = time.time()
     pbar = common.bar(progress, len(eots), "convergence", unit="EOT grid point")
     correct: dict[int, dict[int, np.ndarray]] = {}
     for k in eots:
@@ -90,14 +95,90 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
         pbar.close()
     acc = [[float(np.mean(correct[k][t])) for t in steps] for k in eots]
     ci = [[metrics.binomial_interval(int(np.sum(correct[k][t])), n) for t in steps] for k in eots]
+    a = cfg.convergence_alpha
     checks = [_flag(f"converged-in-steps@EOT{eots[-1]}", correct[eots[-1]][steps[-2]], correct[eots[-1]][steps[-1]],
-                    f"APGD-CE steps {steps[-2]} -> {steps[-1]} at EOT {eots[-1]}"),
+                    f"APGD-CE steps {steps[-2]} -> {steps[-1]} at EOT {eots[-1]}", a),
               _flag(f"converged-in-EOT@{steps[-1]}steps", correct[eots[-2]][steps[-1]], correct[eots[-1]][steps[-1]],
-                    f"EOT draws {eots[-2]} -> {eots[-1]} at {steps[-1]} steps")]
+                    f"EOT draws {eots[-2]} -> {eots[-1]} at {steps[-1]} steps", a)]
+    grid = {"attack": "apgd-ce", "steps": steps, "eot": eots, "grad_evals": [[t * k for t in steps] for k in eots],
+            "accuracy": acc, "ci95": ci, "n_examples": n}
+    return grid, checks
+
+
+def _worst(classifier: Any, cfg: Any, images: np.ndarray, labels: np.ndarray, mesh: jax.sharding.Mesh, eps: float,
+           variants: Mapping[str, Any], transfer_fn: Any, progress: bool) -> dict[str, Any]:
+    """The worst case at ``eps`` alone (no standalone rows) under ``cfg``."""
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    cfg.strong_eps = (eps,)
+    jobs = rob.build_jobs(classifier, cfg, variants, transfer_fn)
+    chain = attack_suite.chain(jobs, eps)
+    worst, _, _, _ = rob.evaluate(chain, common.as_logits_fn(classifier), images, labels, cfg, mesh, 0, progress)
+    return worst[0]
+
+
+def _baseline_worst(baseline: Mapping[str, Any] | None, workdir: str, eps: float) -> dict[str, Any] | None:
+    res = baseline if baseline is not None else report.read_json(report.path(workdir, "robustness"))
+    for w in (res or {}).get("worst_case", []):
+        if w["eps"] == eps and "correct_avg" in w and w.get("judge", {}).get("stream") == rob.STREAM_REPORT:
+            return w
+    return None
+
+
+def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collections.ConfigDict, *,
+        workdir: str, mesh: jax.sharding.Mesh, progress: bool = True, source: str | None = None,
+        baseline: Mapping[str, Any] | None = None, variants: Mapping[str, Any] | None = None,
+        transfer: Any | None = None) -> dict[str, Any]:
+    """The doubled-budget worst case and the APGD-CE grid (module docstring).
+
+    Args:
+      classifier, images, labels, mesh, progress, source, variants, transfer: as
+        ``robustness.run``.
+      cfg: the ``config.attack`` section (its ``quick`` preset applied here).
+      baseline: the run's robustness result (default: WORKDIR/robustness.json; where it
+        has no report-stream worst case at the first strong eps, the worst case at the
+        run's budget is computed here on the same images).
+
+    Returns:
+      The dict written to ``convergence.json``: ``eps``, ``doubled`` (the doubled budget,
+      both accuracies, the McNemar counts), ``grid`` (``steps``, ``eot``, ``accuracy``
+      ``[len(eot)][len(steps)]``, ``ci95``, ``grad_evals``), ``checks``.
+    """
+    config_checks.check_attack(cfg)
+    cfg = rob.effective_config(cfg)
+    images, labels = common.test_set(classifier, images, labels, cfg.num_examples)
+    logits_fn = common.as_logits_fn(classifier)
+    eps = float(cfg.strong_eps[0] if cfg.strong_eps else cfg.eps_grid[-1])
+    t0 = time.time()
+    checks: list[dict[str, Any]] = []
+    doubled = grid = None
+    if cfg.doubled_budget and cfg.strong_eps:
+        n = len(images) if cfg.doubled_examples == -1 else min(cfg.doubled_examples, len(images))
+        if variants is None:
+            variants = rob.make_variants(classifier, cfg) if cfg.ensemble else {}
+        variants = {k: common.as_logits_fn(v) for k, v in variants.items()}
+        transfer_fn = None if transfer is None else common.as_logits_fn(transfer)
+        base = _baseline_worst(baseline, workdir, eps)
+        before = (metrics.unpack_correct(base["correct_avg"])[:n] if base is not None else None)
+        if before is None or len(before) < n:
+            base = _worst(classifier, cfg, images[:n], labels[:n], mesh, eps, variants, transfer_fn, progress)
+            before = metrics.unpack_correct(base["correct_avg"])
+        dcfg = doubled_config(cfg)
+        after_w = _worst(classifier, dcfg, images[:n], labels[:n], mesh, eps, variants, transfer_fn, progress)
+        after = metrics.unpack_correct(after_w["correct_avg"])
+        checks.append(_flag("converged-doubled-budget", before, after,
+                            f"worst case of {len(after_w['attacks'])} attacks at {eps * 255:.3g}/255 with "
+                            f"{', '.join(DOUBLED)} doubled", cfg.convergence_alpha))
+        doubled = {"n_examples": n, "fields": {k: dcfg[k] for k in DOUBLED}, "attacks": after_w["attacks"],
+                   "acc_avg": float(np.mean(before)), "acc_avg_doubled": float(np.mean(after)),
+                   "ci95_doubled": after_w["ci95_avg"], "correct_avg_doubled": after_w["correct_avg"],
+                   "passes_per_example_doubled": after_w["passes_per_example"]}
+    if cfg.convergence:
+        grid, grid_checks = _grid(logits_fn, images, labels, cfg, mesh, eps, progress)
+        checks += grid_checks
     result = common.jsonable({
-        "attack": "apgd-ce", "eps": eps, "eps_255": eps * 255, "norm": "linf", "steps": steps, "eot": eots,
-        "grad_evals": [[t * k for t in steps] for k in eots], "accuracy": acc, "ci95": ci,
-        "n_examples": n, "judge_draws": cfg.judge_draws, "seed": cfg.seed, "preset": rob.preset(cfg),
-        "export": source, "checks": checks, "png": "convergence.png", "seconds": time.time() - t0})
+        "eps": eps, "eps_255": eps * 255, "norm": "linf", "doubled": doubled, "grid": grid,
+        "judge_draws": cfg.judge_draws, "seed": cfg.seed, "preset": rob.preset(cfg),
+        "export": source, "checks": checks, "png": "convergence.png" if grid else None,
+        "seconds": time.time() - t0})
     report.write_convergence(workdir, result)
     return result

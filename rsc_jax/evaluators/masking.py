@@ -55,9 +55,11 @@ def strong_and_blackbox(rows: list[dict[str, Any]], cfg: Any) -> list[dict[str, 
     out = []
     pgd_k, strong_k, eot_k = f"pgd-{cfg.steps}", f"pgd-{cfg.strong_steps}", f"pgd-{cfg.steps}-eot{cfg.strong_eot}"
     for e in cfg.strong_eps:
-        base = _at(rows, pgd_k, e)
+        # the paper's PGD-k (fixed step) is the base only where it can reach eps
+        base = _at(rows, pgd_k, e) if cfg.steps * cfg.step_size >= e else None
         strong = [r for r in (_at(rows, strong_k, e), _at(rows, eot_k, e)) if r is not None]
-        strong += [r for r in rows if r["eps"] == e and r.get("attack") == "apgd"]
+        strong += [r for r in rows if r["eps"] == e and r["norm"] == "linf" and r.get("attack") == "apgd"
+                   and r.get("crafted_with", "model") == "model"]
         if base is not None and strong:
             best = min(r["acc_avg"] for r in strong)
             gap = base["acc_avg"] - best
@@ -67,11 +69,12 @@ def strong_and_blackbox(rows: list[dict[str, Any]], cfg: Any) -> list[dict[str, 
                               f"accuracy {base['acc_avg']:.4f} by {gap:.4f} (allowed {cfg.tol_strong_gap})",
                               gap=gap, acc_pgd=base["acc_avg"], acc_strong=best))
         white = [r for r in rows if r["eps"] == e and r["norm"] == "linf"
-                 and (r["name"] in (pgd_k, strong_k, eot_k, "ensemble-pgd") or r.get("attack") == "apgd")]
+                 and (r["name"] in (pgd_k, strong_k, eot_k, "ensemble-apgd")
+                      or (r.get("attack") == "apgd" and r.get("crafted_with", "model") == "model"))]
         if not white:
             continue
         wb = min(r["acc_avg"] for r in white)
-        for bb_name in ("transfer-pgd", "expectation-pgd", "square"):
+        for bb_name in ("transfer-apgd", "expectation-apgd", "square"):
             bb = _at(rows, bb_name, e)
             if bb is None:
                 continue
