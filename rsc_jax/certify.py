@@ -503,6 +503,7 @@ def certified_accuracy(radii_grid: Sequence[float], radius_: np.ndarray,
 
 __all__ = [
     "CertifyResult", "PredictResult", "certified_accuracy", "certify", "certify_counts",
-    "certify_from_counts", "check_coding", "classifier_coding", "resolve_coding", "clopper_pearson_lower", "linf_equivalent", "max_radius", "predict",
+    "certify_from_counts", "check_coding", "classifier_coding", "resolve_coding",
+    "clopper_pearson_lower", "linf_equivalent", "max_radius", "predict",
     "predict_from_counts", "radius", "static_fn",
 ]

@@ -163,7 +163,8 @@ def transfer_source_path(cfg: Any, workdir: str, export_path: str) -> str:
         return cfg.attack.transfer_from
     if cfg.distill.enabled:                                 # the teacher is the ANN twin
         beside = os.path.join(os.path.dirname(os.path.abspath(export_path)), distill.TEACHER_DIR, "export")
-        return beside if not cfg.distill.teacher and os.path.isdir(beside) else distill.teacher_export_path(cfg, workdir)
+        own = not cfg.distill.teacher and os.path.isdir(beside)
+        return beside if own else distill.teacher_export_path(cfg, workdir)
     beside = os.path.join(os.path.dirname(os.path.abspath(export_path)), ANN_TWIN_DIR, "export")
     return beside if os.path.isdir(beside) else os.path.join(workdir, ANN_TWIN_DIR, "export")
 
