@@ -150,8 +150,9 @@ def attack() -> ml_collections.ConfigDict:
     EOT K = 1 and 10. Everything else is our default: M = 10 judge draws, the l_2 grid
     (0, 0.25, 0.5, 1.0) with step 2.5 eps / steps (Madry et al.'s rule), the step
     ``strong_step_scale * eps / steps`` (2.5) of PGD at the strong eps (the paper's PGD-k
-    with its fixed ``step_size`` stays as its own row), sharper surrogates with alpha x 4,
-    Square with 1000 queries and p_init 0.05 (the paper's p_init), sanity eps 64/255 with
+    with its fixed ``step_size`` stays as its own row), the ensemble's surrogates (the
+    four fixed ones, each also with alpha x 4, and the input-adaptive ``assg`` and
+    ``pdsg`` of ``neurons.py``), Square with 1000 queries and p_init 0.05 (the paper's p_init), sanity eps 64/255 with
     20 steps and, on stochastic models, EOT-10 per step, and the check tolerances; the
     huge-budget check judges the M-averaged accuracy. The surrogate ensemble and the
     transfer attacks run APGD-CE with the APGD budget (``apgd_steps`` x ``apgd_eot``,
@@ -184,7 +185,7 @@ def attack() -> ml_collections.ConfigDict:
         steps=7, step_size=2 / 255, eot=1, random_start=True, common_random_numbers=False, fgsm=True,
         strong_steps=50, strong_eot=10, strong_step_scale=2.5, judge_draws=10, batch_size=64, seed=0,
         num_examples=-1, l2=True, l2_eps_grid=(0.0, 0.25, 0.5, 1.0), l2_step_scale=2.5,
-        ensemble=True, surrogates=("sigmoid", "atan", "triangle", "rectangle"), sharp_alpha_factor=4.0,
+        ensemble=True, surrogates=("sigmoid", "atan", "triangle", "rectangle", "assg", "pdsg"), sharp_alpha_factor=4.0,
         bptr=True, select_draws=10,
         transfer=True,
         transfer_from="",       # export to craft transfer examples on ("" = WORKDIR/ann_twin/export)

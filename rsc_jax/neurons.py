@@ -16,8 +16,22 @@ H has a surrogate derivative in the backward pass, chosen by name (x = u - v_th)
 - ``triangle`` (alpha = gamma = 1): max(0, gamma - |x|) / gamma^2
 - ``rectangle`` (alpha = width a = 1): 1{|x| < a/2} / a
 
+and two whose sharpness adapts to the input, from the statistics of x over the layer
+(per example: every axis but the batch axis 0, at that time step), for attacks:
+
+- ``assg`` (alpha = omega 2): the sigmoid's with sharpness a = omega / mean|x|, after
+  the adaptive-sharpness surrogate of Wang et al. (arXiv 2512.22522, "Towards Reliable
+  Evaluation of Adversarial Robustness for Spiking Neural Networks"), whose sharpness
+  follows the input distribution so that the surrogate neither vanishes nor flattens;
+  ours is stateless (the statistics of this call, not a running estimate over attack
+  iterations, and over the layer rather than per neuron);
+- ``pdsg`` (alpha = kappa 1): a Gaussian density of x with standard deviation
+  s = std(x) / kappa, a surrogate whose width follows the membrane potential's spread
+  (after the potential-dependent surrogate gradient, CVPR 2025; ours: the layer's std).
+
 Each integrates to 1 over x. The alpha defaults are the common ones in the SNN
-literature (SpikingJelly; Deng et al., 2022 for the triangle); ``alpha=None`` picks them.
+literature (SpikingJelly; Deng et al., 2022 for the triangle; ours for assg and pdsg);
+``alpha=None`` picks them.
 
 This module imports only ``validation`` from the package.
 """
@@ -36,8 +50,15 @@ from rsc_jax import validation
 Array = jax.Array
 
 SURROGATE_DEFAULT_ALPHA: dict[str, float] = {
-    "sigmoid": 4.0, "atan": 2.0, "triangle": 1.0, "rectangle": 1.0}
+    "sigmoid": 4.0, "atan": 2.0, "triangle": 1.0, "rectangle": 1.0, "assg": 2.0, "pdsg": 1.0}
 SURROGATES: tuple[str, ...] = tuple(SURROGATE_DEFAULT_ALPHA)
+ADAPTIVE: frozenset[str] = frozenset({"assg", "pdsg"})      # sharpness from the input's statistics
+_TINY = 1e-6
+
+
+def _layer_mean(v: Array) -> Array:
+    """Mean over every axis but the batch axis 0, kept for broadcasting (a scalar for 1-D)."""
+    return jnp.mean(v, axis=tuple(range(1, v.ndim)), keepdims=True) if v.ndim > 1 else jnp.mean(v)
 RESETS: tuple[str, ...] = ("hard", "soft")
 GRAD_MODES: tuple[str, ...] = ("bptt", "bptr")
 
@@ -53,6 +74,13 @@ def surrogate_derivative(x: Array, surrogate: str, alpha: float) -> Array:
         return jnp.maximum(alpha - jnp.abs(x), 0.0) / alpha**2
     if surrogate == "rectangle":
         return (jnp.abs(x) < alpha / 2.0).astype(x.dtype) / alpha
+    if surrogate == "assg":
+        a = alpha / (_layer_mean(jnp.abs(x)) + _TINY)
+        sg = jax.nn.sigmoid(a * x)
+        return a * sg * (1.0 - sg)
+    if surrogate == "pdsg":
+        sd = jnp.sqrt(jnp.maximum(_layer_mean(x * x) - _layer_mean(x) ** 2, 0.0)) / alpha + _TINY
+        return jnp.exp(-0.5 * (x / sd) ** 2) / (math.sqrt(2.0 * math.pi) * sd)
     raise ValueError(f"surrogate={surrogate!r} is not known; allowed: {list(SURROGATES)}")
 
 

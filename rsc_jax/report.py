@@ -206,6 +206,10 @@ def _ci(r: Mapping[str, Any]) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
 
 
+def _passes(p: Mapping[str, Any] | None) -> str:
+    return f"{p['forward']:,.0f} / {p['backward']:,.0f}" if p else "-"
+
+
 def robustness_markdown(result: Mapping[str, Any], *, png: str | None = None) -> str:
     """A robustness section for report.md: settings, results, QTE, worst case, checks, plot."""
     cod = result.get("coding", {})
@@ -223,32 +227,47 @@ def robustness_markdown(result: Mapping[str, Any], *, png: str | None = None) ->
              + (f"; export attacked: `{result['export']}`" if result.get("export") else "") + ".", "",
              "### Settings and accuracy", "",
              "| attack | norm | eps | eps x 255 | steps | step size | EOT K | crafted with | "
-             "acc (1 draw) | acc (M-avg) | 95 % interval (M-avg) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "passes per image (fwd / bwd) | images attacked | acc (1 draw) | acc (M-avg) | 95 % interval (M-avg) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["results"]:
         extra = f" (queries {r['queries']}, p_init {_fmt(r['p_init'])})" if r.get("attack") == "square" else ""
+        p = r.get("passes_per_example")
         lines.append(
             f"| {r['name']}{extra} | {r['norm']} | {_fmt(r['eps'])} | {_fmt(r.get('eps_255'))} | "
             f"{_fmt(r.get('steps'))} | {_fmt(r.get('step_size'))} | {_fmt(r.get('eot'))} | "
-            f"{r.get('crafted_with', 'model')} | {r['acc_single']:.4f} | {r['acc_avg']:.4f} | "
-            f"{_ci(r)} |")
+            f"{r.get('crafted_with', 'model')} | {_passes(p)} | "
+            f"{_fmt(r.get('examples_attacked'))} | {r['acc_single']:.4f} | {r['acc_avg']:.4f} | {_ci(r)} |")
         if "per_variant" in r:
             for nm, v in r["per_variant"].items():
-                lines.append(f"| &nbsp;&nbsp;pgd via `{nm}` | linf | {_fmt(r['eps'])} | {_fmt(r.get('eps_255'))} | "
+                lines.append(f"| &nbsp;&nbsp;via `{nm}` | linf | {_fmt(r['eps'])} | {_fmt(r.get('eps_255'))} | "
                              f"{_fmt(r.get('steps'))} | {_fmt(r.get('step_size'))} | {_fmt(r.get('eot'))} | "
-                             f"{nm} | {v['acc_single']:.4f} | {v['acc_avg']:.4f} | |")
+                             f"{nm} | | | {v['acc_single']:.4f} | {v['acc_avg']:.4f} | |")
     lines += ["", "### QTE (normalised area under accuracy vs eps)", "",
               "| curve | norm | eta grid | QTE (1 draw) | QTE (M-avg) |", "|---|---|---|---|---|"]
     for name, c in result["curves"].items():
         grid = ", ".join(f"{e * 255:.3g}/255" if c["norm"] == "linf" else f"{e:.3g}" for e in c["eta"])
         lines.append(f"| {name} | {c['norm']} | {grid} | {c['qte_single']:.4f} | {c['qte_avg']:.4f} |")
     if result.get("worst_case"):
-        lines += ["", "### Worst case over l_inf attacks (per example)", "",
-                  "| eps x 255 | attacks | acc (1 draw) | acc (M-avg) | 95 % interval (M-avg) |",
-                  "|---|---|---|---|---|"]
-        for w in result["worst_case"]:
-            lines.append(f"| {w['eps_255']:.3g} | {', '.join(w['attacks'])} | {w['acc_single']:.4f} | "
-                         f"{w['acc_avg']:.4f} | {_ci(w)} |")
+        fresh = "judge" in result["worst_case"][0]
+        lines += ["", "### Worst case over l_inf attacks (per example)", ""]
+        if fresh:
+            lines += ["Per image the point of the first attack (in this order, clean first) that the judge "
+                      "draws' averaged logits misclassify, else the point of lowest margin, judged again on "
+                      "the report stream's M draws (docs/EVALUATION.md); `all` takes every attack the model "
+                      "got, `common` only those every model gets. `selection` is the judge-stream accuracy "
+                      "the choice saw (optimistic for the attacker).", "",
+                      "| eps x 255 | set | attacks | passes per image (fwd / bwd) | selection | acc (1 draw) | "
+                      "acc (M-avg) | 95 % interval (M-avg) |", "|---|---|---|---|---|---|---|---|"]
+            for w in result["worst_case"] + result.get("worst_case_common", []):
+                lines.append(f"| {w['eps_255']:.3g} | {w['set']} | {', '.join(w['attacks'])} | "
+                             f"{_passes(w['passes_per_example'])} | {w['selection_acc_avg']:.4f} | "
+                             f"{w['acc_single']:.4f} | {w['acc_avg']:.4f} | {_ci(w)} |")
+        else:
+            lines += ["| eps x 255 | attacks | acc (1 draw) | acc (M-avg) | 95 % interval (M-avg) |",
+                      "|---|---|---|---|---|"]
+            for w in result["worst_case"]:
+                lines.append(f"| {w['eps_255']:.3g} | {', '.join(w['attacks'])} | {w['acc_single']:.4f} | "
+                             f"{w['acc_avg']:.4f} | {_ci(w)} |")
     lines += ["", "### Gradient-masking checks (Athalye et al., 2018)", "",
               "| check | status | detail |", "|---|---|---|"]
     for c in result["checks"]:

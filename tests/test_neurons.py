@@ -54,6 +54,32 @@ def test_surrogate_gradient(name, alpha, formula):
     assert abs(area - expected) < 1e-3
 
 
+def test_adaptive_surrogates_by_hand():
+    """assg: the sigmoid's with sharpness omega / mean|x|; pdsg: a Gaussian density with
+    s = std(x) / kappa; both from the statistics of each example's layer (axes 1..),
+    both integrating to 1 over x for fixed statistics."""
+    x = jnp.array([[-1.2, -0.3, 0.0, 0.2], [0.45, 2.0, -0.5, 0.1]])
+    for row in range(2):
+        xr = np.asarray(x[row], np.float64)
+        a = 2.0 / np.mean(np.abs(xr))
+        sg = 1 / (1 + np.exp(-a * xr))
+        g = jax.grad(lambda v: neurons.spike(v, "assg", 2.0).sum())(x)
+        np.testing.assert_allclose(g[row], a * sg * (1 - sg), rtol=1e-4)
+        sd = np.std(xr) / 1.0
+        g = jax.grad(lambda v: neurons.spike(v, "pdsg", 1.0).sum())(x)
+        np.testing.assert_allclose(g[row], np.exp(-0.5 * (xr / sd) ** 2) / (math.sqrt(2 * math.pi) * sd), rtol=1e-4)
+    # the statistics are each example's own: another example in the batch changes nothing
+    g1 = jax.grad(lambda v: neurons.spike(v, "assg", 2.0).sum())(x[:1])
+    np.testing.assert_allclose(g1[0], jax.grad(lambda v: neurons.spike(v, "assg", 2.0).sum())(x)[0], rtol=1e-6)
+    # integrals over x at the statistics of a fixed layer: the layer is the grid itself
+    # (symmetric, wide), so the density's scale is that of the grid's spread
+    grid = np.linspace(-30.0, 30.0, 600_001)
+    for name in ("assg", "pdsg"):
+        vals = np.asarray(neurons.surrogate_derivative(jnp.asarray(grid, jnp.float32)[None], name, 20.0)[0],
+                          np.float64)
+        assert abs(np.trapezoid(vals, grid) - 1.0) < 1e-3, name
+
+
 def test_default_alpha_per_surrogate():
     x = jnp.array([0.1])
     g = jax.grad(lambda i: neurons.lif(i, surrogate="atan").sum())(x)

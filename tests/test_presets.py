@@ -39,8 +39,9 @@ def test_rand_preset_attack_budget_by_hand(name):
     loss runs 2,020 forwards more), APGD-CE from the noise-free copy (101: one draw), the
     sanity PGD-20 with EOT-10 (200: the model is stochastic), l2 PGD-7 at 3 eps (21) and
     APGD-CE at those eps (3 x 2,020), the gradient check (1), and the ensemble's APGD-CE
-    through the 7 surrogate variants other than BPTR (7 x 2,020; the model's own sigmoid at
-    the default alpha is the model, whose APGD-CE is its own row). BPTR and the transfer
+    through the 9 surrogate variants other than BPTR (atan, triangle, rectangle, assg, pdsg
+    and the four fixed ones with alpha x 4: 9 x 2,020; the model's own sigmoid at the
+    default alpha is the model, whose APGD-CE is its own row). BPTR and the transfer
     from the ANN twin: 2,020 each. Square: 5,000 queries x 4 draws x 2 forward passes, plus
     M judge draws and M report draws (it is in the worst case)."""
     est = load_script("estimate_runtime")
@@ -48,7 +49,7 @@ def test_rand_preset_attack_budget_by_hand(name):
     ac = est.attack_counts(cfg, train.classifier_config(cfg, est.dataset(cfg)))
     pe = ac["per_example"]
     apgd = 101 * 20
-    assert pe["grad"] == 4 + 28 + 50 + 70 + 3 * apgd + 101 + 200 + 21 + 3 * apgd + 1 + 7 * apgd
+    assert pe["grad"] == 4 + 28 + 50 + 70 + 3 * apgd + 101 + 200 + 21 + 3 * apgd + 1 + 9 * apgd
     assert pe["grad_bptr"] == apgd and pe["grad_transfer"] == apgd
     jobs = {(j["job"], j.get("eps")): j for j in ac["jobs"]}
     assert jobs[("apgd-margin", round(8 / 255, 6))]["fwd"] == apgd + 2 * cfg.attack.judge_draws

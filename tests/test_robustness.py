@@ -470,6 +470,11 @@ def test_make_variants_uses_with_neuron():
     cfg.bptr = False
     cfg.sharp_alpha_factor = 0.0
     assert sorted(robustness.make_variants(own_atan, cfg)) == ["sigmoid"]
+    # the input-adaptive surrogates get no sharp copy (their sharpness follows the input)
+    cfg.surrogates, cfg.sharp_alpha_factor = ("assg", "pdsg"), 4.0
+    assert sorted(robustness.make_variants(Fake(), cfg)) == ["assg", "pdsg"]
+    assert robustness.make_variants(Fake(), cfg)["assg"](None, None) == {"surrogate": "assg", "alpha": 2.0}
+    assert config.attack().surrogates[-2:] == ("assg", "pdsg")
     assert robustness.make_variants(Fake({"model": {"spiking": False, "overrides": {}}}), cfg) == {}
     assert robustness.make_variants(object(), cfg) == {}
 
@@ -487,8 +492,8 @@ def test_apgd_rows_join_the_worst_case_and_the_checks(tmp_path):
     assert {"apgd-ce", "apgd-dlr"} <= set(rows)
     assert rows["apgd-ce"]["steps"] == 3 and rows["apgd-ce"]["eot"] == 2 and rows["apgd-dlr"]["loss"] == "dlr"
     worst = res["worst_case"][0]
-    assert {"apgd-ce", "apgd-dlr"} <= set(worst["attacks"])
-    assert worst["acc_avg"] <= min(rows["apgd-ce"]["acc_avg"], rows["apgd-dlr"]["acc_avg"]) + 1e-9
+    assert worst["attacks"][:3] == ["clean", "apgd-ce", "apgd-dlr"]          # AutoAttack's order
+    assert worst["selection_acc_avg"] <= min(rows["apgd-ce"]["acc_avg"], rows["apgd-dlr"]["acc_avg"]) + 1e-9
     assert rows["apgd-ce"]["max_linf"] <= rows["apgd-ce"]["eps"] + 1e-6 and rows["apgd-ce"]["all_in_range"]
 
 

@@ -131,7 +131,8 @@ def make_variants(classifier: Any, cfg: ml_collections.ConfigDict) -> dict[str, 
     weights, another backward pass). Gives ``<surrogate>`` (default alpha) for each name
     in ``cfg.surrogates`` (skipped when it is the model's own backward pass, which the
     ensemble always includes as ``model``), ``<surrogate>_sharp`` (alpha x
-    ``sharp_alpha_factor``; 0 skips) and ``bptr`` (backprop through the spike rate,
+    ``sharp_alpha_factor``; 0 skips; not for the input-adaptive ``neurons.ADAPTIVE``)
+    and ``bptr`` (backprop through the spike rate,
     Ding et al., IJCAI 2022). Returns {} when the classifier has no ``with_neuron`` or
     ``config['model']['spiking']`` is False (an ANN has no surrogate).
     """
@@ -150,7 +151,7 @@ def make_variants(classifier: Any, cfg: ml_collections.ConfigDict) -> dict[str, 
     for s in cfg.surrogates:
         if not (own_bptt and s == own_s and own_a == alpha[s]):   # else = "model" itself
             out[s] = common.as_logits_fn(classifier.with_neuron(surrogate=s, alpha=alpha[s]))
-        if cfg.sharp_alpha_factor > 0:
+        if cfg.sharp_alpha_factor > 0 and s not in neurons.ADAPTIVE:
             out[f"{s}_sharp"] = common.as_logits_fn(classifier.with_neuron(
                 surrogate=s, alpha=alpha[s] * cfg.sharp_alpha_factor))
     if cfg.bptr:
