@@ -590,9 +590,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if targets:
         from benchmarks import gpu_aot
-        missing = gpu_aot.cuda_plugin_missing()
-        if missing:
-            print(f"error: --gpu-memory: {missing}", file=sys.stderr)
+        if gpu_aot.cuda_plugin_missing():
+            print("error: --gpu-memory needs jax's CUDA plugin, which is not installed here "
+                  "(pip install \"jax[cuda12]==0.10.2\" in a separate venv: docs/GPU_RUNS.md)", file=sys.stderr)
             return 2
     t0 = time.time()
     results = []

@@ -125,3 +125,30 @@ def test_h100_compile_of_the_digits_train_step():
         rec = gpu_aot.train_program(jm.classifier_config("convnet", dataset=jm.DIGITS, T=2), 16, mesh)
     assert rec["temp"] > 0 and rec["fusion"] > 0 and rec["kernels"] >= rec["fusion"]
     assert rec["argument"] >= rec["alias"] > 0          # the donated state aliases its output
+
+
+def test_estimator_gpu_memory_refusals_in_one_line(monkeypatch, capsys):
+    from tests.helpers import load_script
+    est = load_script("estimate_runtime")
+    assert est.main(["--gpu-memory=v100", "--configs=cifar10_vgg11"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --gpu-memory: target 'v100' is not allowed; allowed: a100-40gb, a100-80gb, h100 or all\n"
+    monkeypatch.setattr(gpu_aot, "cuda_plugin_missing", lambda: gpu_aot.NOT_INSTALLED)
+    assert est.main(["--gpu-memory=h100", "--configs=cifar10_vgg11"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --gpu-memory needs jax's CUDA plugin")
+
+
+def test_estimator_gpu_memory_table():
+    """Fit = program bytes <= 75 % of the device's memory, per target and device count."""
+    from tests.helpers import load_script
+    est = load_script("estimate_runtime")
+    gib = 2**30
+
+    def prog(b1, b8, limit):
+        return {f"{n}gpu": {"global_batch": 128, "gib": b / gib, "fits": b <= limit} for n, b in ((1, b1), (8, b8))}
+    res = [{"config": "c", "gpu_memory": {
+        "a100-40gb": {"device": "A40", "programs": {"train": prog(35 * gib, 5 * gib, 0.75 * 40 * gib)}},
+        "h100": {"device": "H", "programs": {"train": prog(35 * gib, 5 * gib, 0.75 * 80 * gib)}}}}]
+    table = est.gpu_memory_markdown(res, ["a100-40gb", "h100"])
+    assert "| `c` | train (128) | 35.00 / 5.00 | **no** / yes | yes / yes |" in table
