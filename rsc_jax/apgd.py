@@ -45,7 +45,7 @@ rho 0.75, a 0.75) are the paper's; the random start uniform in the eps ball is o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import chex
 import jax
@@ -58,6 +58,7 @@ from rsc_jax.judging import LogitsFn, fold
 
 Array = jax.Array
 LOSSES: tuple[str, ...] = ("ce", "dlr", "dlr-targeted", "margin")
+DrawGrad = Callable[[Array, Array, Array], tuple[Array, Array, Array]]
 _TINY = 1e-12
 
 
@@ -124,10 +125,13 @@ def objective(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, loss: str
 
 
 def objective_and_margin(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *, loss: str = "ce",
-                         eot: int = 1, expected: bool = False, target: Array | None = None
-                         ) -> tuple[Array, Array, Array]:
+                         eot: int = 1, expected: bool = False, target: Array | None = None,
+                         draw_grad: DrawGrad | None = None) -> tuple[Array, Array, Array]:
     """``objective`` and, from the same K draws, the ``[B]`` margin of the K-averaged
-    logits (``judging.margin``): what APGD picks its returned iterate on."""
+    logits (``judging.margin``): what APGD picks its returned iterate on. ``draw_grad``
+    (``(keys [B], x, y) -> (loss [B], gradient [B, ...], logits [B, C])`` of one draw)
+    replaces the autodiff gradient of each draw's cross-entropy (e.g.
+    ``bernoulli.ce_draw_grad``: an unbiased gradient through Poisson coding)."""
     pe = parallel.per_example(logits_fn)
     tgt = jnp.zeros_like(y) if target is None else target
 
@@ -161,6 +165,10 @@ def objective_and_margin(logits_fn: LogitsFn, keys: Array, x: Array, y: Array, *
 
     def body(acc, j):
         lsum, gsum, zsum = acc
+        if draw_grad is not None:
+            lv, g, z = draw_grad(fold(keys, j), x, y)
+            return (lsum + lv, gsum + g.astype(jnp.float32), zsum + z), None
+
         def total(xx):
             lv, z = draw_loss(xx, j)
             return lv.sum(), (lv, z)
@@ -185,7 +193,7 @@ def _bcast(v: Array, like: Array) -> Array:
 
 
 def _one_restart(logits_fn, keys, x0, y, eps, *, norm, steps, loss, eot, expected, target, rho, alpha,
-                 random_start, unroll, snapshots):
+                 random_start, unroll, snapshots, draw_grad):
     """One APGD run from its own start; returns a dict: ``x_pick`` (the iterate of lowest
     averaged-logit margin), ``m_pick`` (that margin), ``f_pick`` (its loss), ``f_best``
     (the highest loss reached), ``f_last`` (the loss of the last iterate), ``eta`` and
@@ -197,7 +205,7 @@ def _one_restart(logits_fn, keys, x0, y, eps, *, norm, steps, loss, eot, expecte
 
     def evaluate(xx, k):
         return objective_and_margin(logits_fn, fold(grad_keys, k), xx, y, loss=loss, eot=eot, expected=expected,
-                                    target=target)
+                                    target=target, draw_grad=draw_grad)
 
     f, g, m = evaluate(x, 0)
     marks = checkpoints(steps)
@@ -249,8 +257,8 @@ def _one_restart(logits_fn, keys, x0, y, eps, *, norm, steps, loss, eot, expecte
 def apgd_with_info(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: float | Array = 8 / 255,
                    norm: str = "linf", steps: int = 100, loss: str = "ce", eot: int = 1, restarts: int = 1,
                    expected: bool = False, target_rank: int = 1, rho: float = 0.75, alpha: float = 0.75,
-                   random_start: bool = True, unroll: bool | None = None, snapshots: tuple[int, ...] = ()
-                   ) -> tuple[Array, dict[str, Array]]:
+                   random_start: bool = True, unroll: bool | None = None, snapshots: tuple[int, ...] = (),
+                   draw_grad: DrawGrad | None = None) -> tuple[Array, dict[str, Array]]:
     """APGD (module docstring), with what happened.
 
     Args:
@@ -264,6 +272,8 @@ def apgd_with_info(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: 
       unroll: as ``attacks.pgd``.
       snapshots: step counts (each in [1, steps], one restart) after which to keep the
         picked point so far (one run gives the attack at several budgets).
+      draw_grad: replaces each draw's autodiff gradient of the cross-entropy
+        (``objective_and_margin``); needs ``loss="ce"`` and ``expected=False``.
 
     Returns:
       (``[B, ...]`` adversarial images: per example the iterate of lowest margin of the
@@ -283,6 +293,9 @@ def apgd_with_info(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: 
     validation.check_number("rho", rho, low=0.0, high=1.0)
     validation.check_number("alpha", alpha, low=0.0, high=1.0)
     validation.check_choice("norm", norm, attacks.NORMS)
+    if draw_grad is not None and (loss != "ce" or expected):
+        raise ValueError(f"draw_grad with loss={loss!r}, expected={expected!r} is not allowed; it replaces the "
+                         "gradient of each draw's cross-entropy (loss='ce', expected=False)")
     if expected and loss != "ce":
         raise ValueError(f"expected=True is not allowed with loss={loss!r}; the expected objective is the "
                          "cross-entropy of the draw-averaged softmax")
@@ -300,7 +313,7 @@ def apgd_with_info(logits_fn: LogitsFn, key: Array, x: Array, y: Array, *, eps: 
             target = jnp.argsort(-others, axis=-1)[:, target_rank - 1]
     run = [_one_restart(logits_fn, fold(keys, 100 + r), x32, y, eps, norm=norm, steps=steps, loss=loss, eot=eot,
                         expected=expected, target=target, rho=rho, alpha=alpha, random_start=random_start,
-                        unroll=unroll, snapshots=snapshots) for r in range(restarts)]
+                        unroll=unroll, snapshots=snapshots, draw_grad=draw_grad) for r in range(restarts)]
     out = run[0]
     for other in run[1:]:
         take = other["m_pick"] < out["m_pick"]

@@ -122,7 +122,19 @@ class Classifier:
             coded = coding.encode_per_example(key, x, **kw)
         else:
             coded = coding.encode(key, x, **kw)
-        return coded if spiking else coded.mean(0) if mean else coded[0]
+        return self._model_input(coded)
+
+    def _model_input(self, frames: Array) -> Array:
+        """The model's input from coded frames ``[T', B, ...]``: the frames (spiking), their
+        mean (an ANN on a coding with ``ann_mean``), else the first frame."""
+        if self.config["model"]["spiking"]:
+            return frames
+        return frames.mean(0) if coding.get(self.config["coding"]["method"]).ann_mean else frames[0]
+
+    def logits_of_frames(self, frames: Array) -> Array:
+        """Logits ``[B, classes]`` of given coded frames ``[T, B, H, W, C]`` (e.g. Bernoulli
+        spikes drawn by an attack, ``bernoulli.py``), with the stored variables."""
+        return self.model.apply(self.params, self._model_input(frames), train=False)
 
     def apply(self, variables: Any, key: Array, x: Array) -> Array:
         """Pure: logits ``[B, classes]`` of images ``x`` ``[B, H, W, C]`` in [0, 1].

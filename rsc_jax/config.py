@@ -177,7 +177,10 @@ def attack() -> ml_collections.ConfigDict:
     temperature of ``gumbel_temperatures`` (ours: 0.5), PGD with the strong budget through
     the straight-through Gumbel-sigmoid gradient (``coding "poisson_gumbel"``, the exact
     spikes forward), PGD crafted on the relaxed copy (``"poisson_relaxed"``) and, with
-    ``apgd``, APGD-CE with EOT through each.
+    ``apgd``, APGD-CE with EOT through each, and APGD-CE with the unbiased gradient of
+    ``bernoulli.py`` (``poisson_exact_eot`` draws per step, ours: 2) where the coded input
+    has at most ``poisson_exact_max`` entries T x H x W x C (ours: 1024: 8x8 digits at
+    T = 4, not MNIST; each draw costs that many forward passes).
     ``quick`` applies ``QUICK_ATTACK``.
     """
     return _dict(
@@ -197,7 +200,7 @@ def attack() -> ml_collections.ConfigDict:
         doubled_budget=True, doubled_examples=500, convergence_alpha=0.05,
         convergence=True, convergence_steps=(10, 50, 100, 200), convergence_eot=(1, 5, 20, 50),
         convergence_examples=64,
-        poisson_adaptive=True, gumbel_temperatures=(0.5,),
+        poisson_adaptive=True, gumbel_temperatures=(0.5,), poisson_exact_max=1024, poisson_exact_eot=2,
         gradient_check=True, quick=False,
         tol_monotone=0.02, sanity_max_acc=0.05, tol_strong_gap=0.05, tol_blackbox=0.02, grad_min_frac=0.9)
 

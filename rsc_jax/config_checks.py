@@ -130,6 +130,8 @@ def check_attack(c: Any, p: str = "config.attack.") -> None:
     if len(set(c.gumbel_temperatures)) != len(c.gumbel_temperatures):
         validation.fail(p + "gumbel_temperatures", c.gumbel_temperatures, "must not repeat a temperature", E)
     validation.check_int(p + "standalone_examples", c.standalone_examples, 1, all_value=-1, error=E)
+    validation.check_int(p + "poisson_exact_max", c.poisson_exact_max, 0, error=E)
+    validation.check_int(p + "poisson_exact_eot", c.poisson_exact_eot, 1, error=E)
     validation.check_int(p + "doubled_examples", c.doubled_examples, 1, all_value=-1, error=E)
     validation.check_number(p + "convergence_alpha", c.convergence_alpha, low=0.0, high=1.0, low_open=True,
                             error=E)

@@ -105,6 +105,7 @@ class Suite:
     expectation: LogitsFn | None = None
     relaxations: Mapping[str, LogitsFn] | None = None   # Poisson: {"gumbel@TAU", "relaxed@TAU"} copies
     stochastic: bool = True                             # coding draws differ (False: direct coding)
+    exact: tuple[apgd.DrawGrad, int] | None = None      # Poisson: unbiased per-draw gradient, its forwards
 
     @property
     def base(self) -> dict[str, Any]:
@@ -261,7 +262,9 @@ def poisson_adaptive(s: Suite, e: float) -> list[Job]:
     EOT, eps-scaled step) through the Gumbel-sigmoid gradient of the exact spikes (a
     white-box attack on the model itself) and PGD crafted on the relaxed copy
     (transferred); with ``apgd``, APGD-CE with EOT through the Gumbel-sigmoid gradient
-    and through the relaxed copy.
+    and through the relaxed copy, and, where the images are small enough for it
+    (``Suite.exact``), APGD-CE with the unbiased gradient of ``bernoulli.py`` and
+    ``poisson_exact_eot`` draws per step.
     Gumbel-sigmoid: Maddison et al. / Jang et al., ICLR 2017; BPDA: Athalye et al., 2018."""
     c, r = s.cfg, s.relaxations
     if not (c.poisson_adaptive and r):
@@ -285,6 +288,14 @@ def poisson_adaptive(s: Suite, e: float) -> list[Job]:
                         {"attack": "apgd", "crafted_with": "relaxed Poisson copy (Gumbel-sigmoid)", **t, **kw},
                         _apgd(r[f"relaxed@{tau:g}"], kw), ("apgd-relaxed", tau), family="poisson",
                         passes=apgd_passes(kw))]
+    if c.apgd and s.exact is not None:
+        draw_grad, per_draw = s.exact
+        kw = s.apgd_kw("ce", eot=c.poisson_exact_eot)
+        out.append(Job("apgd-ce-exact", None, "linf", e,
+                       {"attack": "apgd", "gradient": "unbiased (local expectation, bernoulli.py)", **kw},
+                       _plain(lambda k, x, y, eps: apgd.apgd(s.logits_fn, k, x, y, eps=eps, draw_grad=draw_grad, **kw)),
+                       ("apgd-exact",), family="poisson",
+                       passes=Passes(kw["restarts"] * (kw["steps"] + 1) * kw["eot"] * per_draw)))
     return out
 
 
@@ -336,12 +347,14 @@ ONCE: tuple[Callable[[Suite], list[Job]], ...] = (sanity, l2)
 
 def jobs(cfg: Any, logits_fn: LogitsFn, variants: Mapping[str, LogitsFn], transfer_fn: LogitsFn | None,
          num_classes: int | None = None, expectation_fn: LogitsFn | None = None,
-         relaxations: Mapping[str, LogitsFn] | None = None, stochastic: bool = True) -> list[Job]:
+         relaxations: Mapping[str, LogitsFn] | None = None, stochastic: bool = True,
+         exact: tuple[apgd.DrawGrad, int] | None = None) -> list[Job]:
     """Every job of the suite, in the order of the results table. ``stochastic``: the model
     draws fresh coding noise per call (False only for direct coding: EOT would repeat one
     draw). ``relaxations``: for Poisson models, ``{"gumbel@TAU", "relaxed@TAU"}`` copies
-    for every TAU of ``cfg.gumbel_temperatures`` (``f"{tau:g}"``)."""
-    s = Suite(cfg, logits_fn, variants, transfer_fn, num_classes, expectation_fn, relaxations, stochastic)
+    for every TAU of ``cfg.gumbel_temperatures`` (``f"{tau:g}"``); ``exact``: for them too,
+    an unbiased per-draw gradient and its forward passes per draw."""
+    s = Suite(cfg, logits_fn, variants, transfer_fn, num_classes, expectation_fn, relaxations, stochastic, exact)
     out = [j for fam in GRID for j in fam(s)]
     out += [j for e in cfg.strong_eps for fam in STRONG for j in fam(s, e)]
     return out + [j for fam in ONCE for j in fam(s)]

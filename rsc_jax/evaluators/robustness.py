@@ -49,7 +49,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rsc_jax import attacks, backend, config, config_checks, judging, metrics, neurons, parallel, report
+from rsc_jax import attacks, backend, bernoulli, config, config_checks, judging, metrics, neurons, parallel, report
+from rsc_jax import coding as rcoding
 from rsc_jax.evaluators import attack_suite, common, masking
 from rsc_jax.evaluators.common import LogitsFn
 
@@ -290,19 +291,26 @@ def build_jobs(classifier: Any, cfg: ml_collections.ConfigDict, variants: Mappin
                transfer_fn: LogitsFn | None) -> list[attack_suite.Job]:
     """The jobs of ``attack_suite`` for ``classifier`` under ``cfg`` (the effective config):
     the noise-free copy (``with_coding(method="direct")``) for a noisy coding, the Gumbel
-    and relaxed copies at every temperature for Poisson coding."""
+    and relaxed copies at every temperature for Poisson coding, and the unbiased gradient
+    of ``bernoulli.py`` where T x H x W x C is at most ``poisson_exact_max``."""
     logits_fn = common.as_logits_fn(classifier)
     coding = dict(getattr(classifier, "config", {}).get("coding", {})) if hasattr(classifier, "config") else {}
     k = getattr(classifier, "num_classes", None)
     expectation_fn = None
     if cfg.transfer_expectation and hasattr(classifier, "with_coding") and coding.get("method", "direct") != "direct":
         expectation_fn = common.as_logits_fn(classifier.with_coding(method="direct"))
-    relaxations = None
+    relaxations = exact = None
     if cfg.poisson_adaptive and hasattr(classifier, "with_coding") and coding.get("method") == "poisson":
         relaxations = {f"{n}@{tau:g}": common.as_logits_fn(classifier.with_coding(method=f"poisson_{n}", sigma=tau))
                        for n in ("gumbel", "relaxed") for tau in cfg.gumbel_temperatures}
+        spiking = classifier.config.get("model", {}).get("spiking", True)
+        frames = int(coding["T"]) if spiking or rcoding.get("poisson").ann_mean else 1
+        shape = tuple(classifier.config.get("dataset", {}).get("image_shape", ()))
+        if shape and hasattr(classifier, "logits_of_frames") and frames * int(np.prod(shape)) <= cfg.poisson_exact_max:
+            exact = (bernoulli.ce_draw_grad(classifier.logits_of_frames, frames),
+                     bernoulli.forwards_per_draw(frames, shape))
     return attack_suite.jobs(cfg, logits_fn, variants, transfer_fn, k if isinstance(k, int) else None,
-                             expectation_fn, relaxations, stochastic=coding.get("method") != "direct")
+                             expectation_fn, relaxations, stochastic=coding.get("method") != "direct", exact=exact)
 
 
 class _Runner:
