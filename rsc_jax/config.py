@@ -205,12 +205,16 @@ def attack() -> ml_collections.ConfigDict:
         tol_monotone=0.02, sanity_max_acc=0.05, tol_strong_gap=0.05, tol_blackbox=0.02, grad_min_frac=0.9)
 
 
-# ``attack.quick`` (ours, for the digits demo): at most these values; num_examples
-# replaces -1 (all); the grids of QUICK_GRIDS replace the configured ones.
-QUICK_ATTACK: dict[str, int] = dict(strong_steps=20, strong_eot=4, judge_draws=4, select_draws=4,
-                                    square_queries=100, sanity_steps=10, sanity_eot=4, num_examples=256,
-                                    apgd_steps=20, apgd_eot=4, doubled_examples=64)
-QUICK_GRIDS: dict[str, tuple[int, ...]] = dict(convergence_steps=(5, 10, 20), convergence_eot=(1, 4))
+# ``attack.quick`` (ours, for the digits demo, about 3 minutes on 2 CPU cores): at most
+# these values (False turns a check off); num_examples replaces -1 (all); the tuples of
+# QUICK_GRIDS replace the configured ones: the ensemble through the model, atan, the
+# adaptive assg and BPTR (no sharp copies), no doubled-budget re-run (the grid stays).
+QUICK_ATTACK: dict[str, int | float | bool] = dict(
+    strong_steps=20, strong_eot=4, judge_draws=4, select_draws=4, square_queries=100, sanity_steps=10,
+    sanity_eot=4, num_examples=256, apgd_steps=10, apgd_eot=4, doubled_budget=False, doubled_examples=64,
+    sharp_alpha_factor=0.0)
+QUICK_GRIDS: dict[str, tuple] = dict(convergence_steps=(5, 10, 20), convergence_eot=(1, 4),
+                                     surrogates=("sigmoid", "atan", "assg"))
 
 # ``attack`` preset "rand": the evaluation of randomized defences at the level of
 # AutoAttack's "rand" version (Croce & Hein, ICML 2020: APGD-CE + APGD-DLR, 100 steps,

@@ -181,7 +181,7 @@ def test_help_shows_the_values_that_run_and_eps_is_one_line_naming_the_eps_field
     h = _cli("--help")
     assert h.returncode == 0, h.stderr[-2000:]
     attack = h.stdout.split("\n  attack: ")[1].split("\n  certify: ")[0]
-    for capped in ("apgd_steps=20", "judge_draws=4", "num_examples=256", "strong_steps=20", "convergence_eot=(1,4)"):
+    for capped in ("apgd_steps=10", "judge_draws=4", "num_examples=256", "strong_steps=20", "convergence_eot=(1,4)"):
         assert f" {capped} " in f" {' '.join(attack.split())} ", capped     # digits: the quick preset applied
     assert "attack.quick=True: the quick preset's caps are applied" in h.stdout
     # no --config given (the digits default) and a misspelt eps: one line naming the eps fields

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from rsc_jax import config, judging, metrics, parallel
-from rsc_jax.evaluators import attack_suite, robustness
+from rsc_jax.evaluators import attack_suite, cascade, robustness
 from tests.test_robustness import reduced_config, toy_setup
 
 W2 = jax.random.normal(jax.random.key(0), (64, 2))
@@ -74,9 +74,9 @@ def test_choose_by_hand():
                        [-2, nan, -1, 0.7]])
     # ex 0: first breaker is attack 1 (not 2, though its margin is lower); ex 1: clean;
     # ex 2: attack 2; ex 3: nobody breaks it, lowest margin 0.7 (first of the tie)
-    np.testing.assert_array_equal(robustness.choose(avg, margin), [1, 0, 2, 1])
+    np.testing.assert_array_equal(cascade.choose(avg, margin), [1, 0, 2, 1])
     with pytest.raises(ValueError, match="cascade"):
-        robustness.choose(np.array([[1.0], [nan]]), np.array([[1.0], [nan]]))
+        cascade.choose(np.array([[1.0], [nan]]), np.array([[1.0], [nan]]))
 
 
 def _without_cost(w):
@@ -93,12 +93,12 @@ def test_cascade_equals_no_cascade_bit_for_bit(tmp_path):
     every image, strings and all, at fewer attacked images."""
     clf, variants, transfer, x, y = toy_setup()
     out = {}
-    for cascade in (True, False):
+    for on in (True, False):
         c = reduced_config(8)
-        c.cascade, c.standalone_examples, c.num_examples, c.apgd, c.apgd_losses = cascade, 8, 24, True, ("ce",)
+        c.cascade, c.standalone_examples, c.num_examples, c.apgd, c.apgd_losses = on, 8, 24, True, ("ce",)
         c.apgd_steps, c.apgd_eot, c.square, c.square_queries = 3, 2, True, 10
-        out[cascade] = robustness.run(clf, x, y, c, workdir=str(tmp_path / str(cascade)), mesh=parallel.make_mesh(1),
-                                      variants=variants, transfer=transfer, progress=False)
+        out[on] = robustness.run(clf, x, y, c, workdir=str(tmp_path / str(on)), mesh=parallel.make_mesh(1),
+                                 variants=variants, transfer=transfer, progress=False)
     on, off = out[True], out[False]
     for key in ("worst_case", "worst_case_common"):
         assert [_without_cost(w) for w in on[key]] == [_without_cost(w) for w in off[key]]

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from rsc_jax import apgd, backend, config_checks, judging, metrics, parallel, report
-from rsc_jax.evaluators import attack_suite, common
+from rsc_jax.evaluators import attack_suite, cascade, common
 from rsc_jax.evaluators import robustness as rob
 
 Array = jax.Array
@@ -112,14 +112,14 @@ def _worst(classifier: Any, cfg: Any, images: np.ndarray, labels: np.ndarray, me
     cfg.strong_eps = (eps,)
     jobs = rob.build_jobs(classifier, cfg, variants, transfer_fn)
     chain = attack_suite.chain(jobs, eps)
-    worst, _, _, _ = rob.evaluate(chain, common.as_logits_fn(classifier), images, labels, cfg, mesh, 0, progress)
+    worst, _, _, _ = cascade.evaluate(chain, common.as_logits_fn(classifier), images, labels, cfg, mesh, 0, progress)
     return worst[0]
 
 
 def _baseline_worst(baseline: Mapping[str, Any] | None, workdir: str, eps: float) -> dict[str, Any] | None:
     res = baseline if baseline is not None else report.read_json(report.path(workdir, "robustness"))
     for w in (res or {}).get("worst_case", []):
-        if w["eps"] == eps and "correct_avg" in w and w.get("judge", {}).get("stream") == rob.STREAM_REPORT:
+        if w["eps"] == eps and "correct_avg" in w and w.get("judge", {}).get("stream") == cascade.STREAM_REPORT:
             return w
     return None
 

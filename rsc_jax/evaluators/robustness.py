@@ -39,7 +39,6 @@ readers must not require it.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from typing import Any, Callable, Mapping
@@ -52,10 +51,10 @@ import numpy as np
 from rsc_jax import attacks, backend, bernoulli, config, config_checks, judging, metrics, neurons, parallel, report
 from rsc_jax import coding as rcoding
 from rsc_jax.evaluators import attack_suite, common, masking
+from rsc_jax.evaluators.cascade import STREAM_ATTACK, STREAM_JUDGE, STREAM_REPORT, STREAM_SELECT, evaluate
 from rsc_jax.evaluators.common import LogitsFn
 
 Array = jax.Array
-STREAM_ATTACK, STREAM_JUDGE, STREAM_SELECT, STREAM_REPORT = 0, 1, 2, 3
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,8 @@ log = logging.getLogger(__name__)
 def effective_config(cfg: ml_collections.ConfigDict, explicit: Any = ()) -> ml_collections.ConfigDict:
     """``cfg`` with the ``quick`` preset applied (``config.QUICK_ATTACK``, ours, for the
     digits demo): at most 20 strong steps, K = 4, M = 4, 100 Square queries, 10 sanity
-    steps with K = 4, 256 examples, APGD 20 steps with K = 4, convergence grid (5, 10, 20) x (1, 4).
+    steps with K = 4, 256 examples, APGD 10 steps with K = 4, the ensemble through atan,
+    assg and BPTR, no doubled-budget re-run, convergence grid (5, 10, 20) x (1, 4).
 
     ``explicit`` names the attack fields set explicitly (``FIELD`` or ``attack.FIELD``: the
     command line's ``--config.attack.FIELD`` overrides); explicit settings win: the preset
@@ -160,43 +160,6 @@ def make_variants(classifier: Any, cfg: ml_collections.ConfigDict) -> dict[str, 
     return out
 
 
-def _batch_fn(job: attack_suite.Job, logits_fn: LogitsFn, cfg: Any, fresh: bool) -> Callable:
-    """A jitted ``(eps, positions, idx, x, y) -> dict of [B]`` for ``job``, keys from the
-    global example indices ``idx``; ``fresh`` adds the report-stream judgement."""
-    M, seed = cfg.judge_draws, cfg.seed
-
-    @backend.jit
-    def fn(eps, _, idx, x, y):
-        ak = judging.example_keys(seed, idx, stream=STREAM_ATTACK)
-        jk = judging.example_keys(seed, idx, stream=STREAM_JUDGE)
-        out: dict[str, Array] = {}
-        if job.craft is None:
-            xa = x
-        elif job.candidates:
-            cands, _ = job.craft(ak, x, y, eps)
-            sk = judging.example_keys(seed, idx, stream=STREAM_SELECT)
-            xa, choice = attacks.select_strongest(cands, logits_fn, sk, y, draws=cfg.select_draws)
-            out["choice"] = choice
-            for i, n in enumerate(job.candidates):
-                r = judging.judge(logits_fn, jk, cands[i], y, draws=M)
-                out[f"single/{n}"] = r["correct_single"]
-                out[f"avg/{n}"] = r["correct_avg"]
-        else:
-            xa, extra = job.craft(ak, x, y, eps)
-            out.update(extra)
-        r = judging.judge(logits_fn, jk, xa, y, draws=M)
-        d = (xa - x).reshape(x.shape[0], -1)
-        out.update(single=r["correct_single"], avg=r["correct_avg"], loss=r["loss"], margin=r["margin"],
-                   linf=jnp.abs(d).max(1), l2=jnp.sqrt(jnp.sum(d * d, 1)),
-                   in_range=((xa >= 0) & (xa <= 1)).reshape(x.shape[0], -1).all(1))
-        if fresh:
-            f = judging.judge(logits_fn, judging.example_keys(seed, idx, stream=STREAM_REPORT), xa, y, draws=M)
-            out.update(fresh_avg=f["correct_avg"], fresh_single=f["correct_single"])
-        return out
-
-    return fn
-
-
 def _grad_fn(logits_fn: LogitsFn, cfg: Any) -> Callable:
     @backend.jit
     def fn(idx, x, y):
@@ -245,48 +208,6 @@ def curves(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def choose(avg: np.ndarray, margin: np.ndarray) -> np.ndarray:
-    """The worst case's selection rule, per example: the index of the first attack (in
-    cascade order, axis 0 of ``[A, N]`` judge-stream correctness ``avg``) that
-    misclassifies it, else the attack of the lowest judge-stream ``margin`` (the first on
-    ties). ``NaN`` marks an attack that did not run on an example (the cascade skipped it
-    because an earlier one broke it); an example no attack broke must have every entry."""
-    a, n = avg.shape
-    broke = avg == 0
-    first = np.where(broke.any(0), broke.argmax(0), -1)
-    rest = first < 0
-    if np.isnan(margin[:, rest]).any():
-        raise ValueError("an example no attack broke misses the result of some attack: the cascade ran "
-                         "out of order")
-    first[rest] = np.argmin(margin[:, rest], 0)
-    return first
-
-
-def worst_case(chain: list[attack_suite.Job], outs: list[dict[str, np.ndarray]], cfg: Any, e: float,
-               set_name: str) -> dict[str, Any]:
-    """One worst-case entry (module docstring) from the chain's full-length outputs
-    (``NaN`` where an attack did not run): the chosen points' report-stream correctness,
-    the judge-stream accuracy the selection saw (``selection_acc_avg``, optimistic for the
-    attacker), which attack chose each point, and the cost per example."""
-    avg = np.stack([o["avg"] for o in outs])
-    c = choose(avg, np.stack([o["margin"] for o in outs]))
-    cols = np.arange(avg.shape[1])
-    fresh = np.stack([o["fresh_avg"] for o in outs])[c, cols]
-    single = np.stack([o["fresh_single"] for o in outs])[c, cols]
-    ran = [int(np.sum(~np.isnan(o["avg"]))) for o in outs]
-    n = len(fresh)
-    cost = sum((j.passes * r for j, r in zip(chain, ran)), attack_suite.Passes())
-    return {"eps": float(e), "eps_255": float(e) * 255, "set": set_name, "attacks": [j.name for j in chain],
-            "acc_single": float(np.mean(single)), "acc_avg": float(np.mean(fresh)),
-            "ci95_avg": metrics.binomial_interval(int(np.sum(fresh)), n),
-            "correct_avg": metrics.pack_correct(fresh), "judge": {"stream": STREAM_REPORT, "draws": cfg.judge_draws},
-            "selection_acc_avg": float(np.mean(avg[c, cols])),
-            "chosen_counts": {j.name: int(np.sum(c == i)) for i, j in enumerate(chain)},
-            "examples_attacked": {j.name: r for j, r in zip(chain, ran)},
-            "passes_per_example": {"forward": cost.forward / n, "backward": cost.backward / n},
-            "cascade": bool(cfg.cascade)}
-
-
 def build_jobs(classifier: Any, cfg: ml_collections.ConfigDict, variants: Mapping[str, LogitsFn],
                transfer_fn: LogitsFn | None) -> list[attack_suite.Job]:
     """The jobs of ``attack_suite`` for ``classifier`` under ``cfg`` (the effective config):
@@ -311,39 +232,6 @@ def build_jobs(classifier: Any, cfg: ml_collections.ConfigDict, variants: Mappin
                      bernoulli.forwards_per_draw(frames, shape))
     return attack_suite.jobs(cfg, logits_fn, variants, transfer_fn, k if isinstance(k, int) else None,
                              expectation_fn, relaxations, stochastic=coding.get("method") != "direct", exact=exact)
-
-
-class _Runner:
-    """Runs jobs on chosen examples and keeps full-length outputs (``NaN`` where a job did
-    not run), compiling one function per ``cache_key``."""
-
-    def __init__(self, logits_fn: LogitsFn, images: np.ndarray, labels: np.ndarray, cfg: Any,
-                 mesh: jax.sharding.Mesh, progress: bool):
-        self.logits_fn, self.images, self.labels, self.cfg, self.mesh = logits_fn, images, labels, cfg, mesh
-        self.progress = progress
-        self.cache: dict[tuple, Callable] = {}
-        self.outs: dict[int, dict[str, np.ndarray]] = {}
-
-    def run(self, job: attack_suite.Job, idx: np.ndarray, fresh: bool) -> dict[str, np.ndarray]:
-        """Runs ``job`` on the examples ``idx`` it has not run on yet; returns its outputs."""
-        n = len(self.images)
-        have = self.outs.get(id(job))
-        todo = idx if have is None else idx[np.isnan(have["avg"][idx])]
-        if len(todo):
-            key = (job.cache_key, fresh)
-            if key not in self.cache:
-                self.cache[key] = _batch_fn(job, self.logits_fn, self.cfg, fresh)
-            fn = functools.partial(self.cache[key], jnp.float32(job.eps))
-            nb = -(-len(todo) // self.cfg.batch_size)
-            got = parallel.map_examples(fn, [todo.astype(np.int32), self.images[todo], self.labels[todo]],
-                                        batch_size=self.cfg.batch_size, mesh=self.mesh,
-                                        progress=common.batch_bar(self.progress and nb > 4, nb, job.name))
-            if have is None:
-                have = {k: np.full((n,) + v.shape[1:], np.nan) for k, v in got.items()}
-                self.outs[id(job)] = have
-            for k, v in got.items():
-                have[k][todo] = v
-        return have
 
 
 def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collections.ConfigDict, *,
@@ -400,8 +288,6 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
         attacked = 0 if reused else int(np.sum(~np.isnan(out["avg"])))
         rows.append(_row(job, {k: v[:n_rows] for k, v in out.items()}, cfg, n_rows, reused,
                          seconds.get(id(job), 0.0), attacked))
-        log.info("robustness %s eps=%.4g: acc_single=%.4f acc_avg=%.4f (%.1fs)", job.name, job.eps,
-                 rows[-1]["acc_single"], rows[-1]["acc_avg"], rows[-1]["seconds"])
 
     crv = curves(rows)
     grad = None
@@ -427,56 +313,3 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
     })
     report.write_robustness(workdir, result)
     return result
-
-
-def evaluate(jobs: list[attack_suite.Job], logits_fn: LogitsFn, images: np.ndarray, labels: np.ndarray, cfg: Any,
-             mesh: jax.sharding.Mesh, n_rows: int, progress: bool = False
-             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[int, dict[str, np.ndarray]], dict[int, float]]:
-    """Runs ``jobs``: clean on every image, the jobs outside every worst case on the first
-    ``n_rows`` images, then per strong eps its chain in cascade order, each job on the
-    first ``n_rows`` images and on every image not yet broken (all images without
-    ``cfg.cascade``). Returns (worst cases, common-set worst cases, ``{id(job): outputs}``
-    with ``NaN`` where a job did not run, ``{id(job): seconds}``)."""
-    n = len(images)
-    runner = _Runner(logits_fn, images, labels, cfg, mesh, progress)
-    chains = {e: attack_suite.chain(jobs, e) for e in cfg.strong_eps}
-    in_chain = {id(j) for c in chains.values() for j in c}
-    everyone, standalone = np.arange(n), np.arange(n_rows)
-    pbar = common.bar(progress, len(jobs), "robustness", unit="attack")
-    seconds: dict[int, float] = {}
-
-    def timed(job: attack_suite.Job, idx: np.ndarray, fresh: bool) -> dict[str, np.ndarray]:
-        t0 = time.time()
-        if pbar is not None:
-            pbar.set_postfix_str(f"{job.name} eps={job.eps:.3g}")
-        out = runner.run(job, idx, fresh)
-        seconds[id(job)] = seconds.get(id(job), 0.0) + time.time() - t0
-        return out
-
-    clean = jobs[0]
-    timed(clean, everyone, True)
-    for job in jobs:
-        if id(job) not in in_chain or job is clean:
-            if job is not clean and not (job.craft is not None and job.eps == 0):
-                timed(job, standalone, False)
-            if pbar is not None:
-                pbar.update(1)
-    worst, common_worst = [], []
-    done: set[int] = set()
-    for e, chain in chains.items():
-        broken = np.zeros(n, bool)
-        outs = []
-        for job in chain:
-            idx = np.union1d(standalone, np.flatnonzero(~broken)) if cfg.cascade else everyone
-            out = timed(job, idx, True)
-            broken |= out["avg"] == 0
-            outs.append(out)
-            if pbar is not None and id(job) not in done and job is not clean:
-                pbar.update(1)
-            done.add(id(job))
-        worst.append(worst_case(chain, outs, cfg, e, "all"))
-        k = sum(j.common for j in chain)
-        common_worst.append(worst_case(chain[:k], outs[:k], cfg, e, "common"))
-    if pbar is not None:
-        pbar.close()
-    return worst, common_worst, runner.outs, seconds
