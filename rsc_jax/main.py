@@ -41,7 +41,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, expo
 _MODE = flags.DEFINE_list("mode", ["all"], "What to run: one of train, evaluate, export, attack, certify, "
                           "report, all, or several in order, comma-separated (e.g. train,evaluate).")
 _EXPORT = flags.DEFINE_string("export", None, "Export to evaluate/attack/certify (default WORKDIR/export).")
-_PROGRESS = flags.DEFINE_bool("progress", True, "Show tqdm progress bars.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show progress: bars on a terminal, a plain line per 10 % "
+                              "(step, loss, rate, ETA) when stderr is a file or pipe.")
 # Multi-host start-up (auto-detected on TPU pods and SLURM when these are not given).
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
