@@ -156,6 +156,9 @@ def check_attack(c: Any, p: str = "config.attack.") -> None:
              low=0.0)
     validation.check_number(p + "grad_min_frac", c.grad_min_frac, low=0.0, high=1.0, error=E)
     for k in ("eps_grid", "l2_eps_grid"):     # QTE needs a curve
+        if isinstance(c[k], (tuple, list)) and len(c[k]) == 1:
+            validation.fail(p + k, c[k], "must hold >= 2 values: it is the curve whose area is the QTE (e.g. "
+                                         f"(0, {c[k][0]!r})); a single eps to attack at goes in strong_eps", E)
         validation.check_grid(p + k, c[k], min_len=2, error=E)
     validation.check_grid(p + "strong_eps", c.strong_eps, min_len=0, positive=True, increasing=False, error=E)
     s = c.surrogates

@@ -45,7 +45,7 @@ from rsc_jax import report as rreport  # noqa: E402
 from rsc_jax.evaluators import common, robustness  # noqa: E402
 
 OFF = ("fgsm", "l2", "ensemble", "transfer", "transfer_expectation", "poisson_adaptive", "square", "apgd",
-       "convergence", "gradient_check", "quick", "sanity")
+       "convergence", "doubled_budget", "gradient_check", "quick", "sanity")
 KEEP = ("seed", "judge_draws", "num_examples", "batch_size", "random_start", "common_random_numbers", "eot")
 SUMMARY = "recheck.json"         # the Square re-check's summary, in RUN/square_recheck/
 
@@ -203,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         missing = [f for f in ("robustness.json", "config.json", "export") if not os.path.exists(os.path.join(run, f))]
         if missing:
             print(f"{run}: not a finished run (missing {', '.join(missing)})", file=sys.stderr)
+            return 1
+    for run in a.runs:
+        worst = rreport.read_json(os.path.join(run, "robustness.json")).get("worst_case", [])
+        if a.family == "square" and any("judge" in w for w in worst):
+            print(f"{run}: its worst case is judged on the report stream (docs/EVALUATION.md), which a Square "
+                  "re-check's rows are not; re-run its attacks with --config.attack.square_draws=N instead",
+                  file=sys.stderr)
             return 1
     over = {k: ints[k] for k in FAMILIES[a.family].flags if ints[k] is not None}
     done = []

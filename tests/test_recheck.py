@@ -111,3 +111,15 @@ def test_refuses_what_is_not_a_finished_run(tmp_path, capsys):
     assert "--family=fgsm: must be one of sanity, square" in capsys.readouterr().err
     assert rs.main([str(tmp_path), "--family=square", "--square_draws=0"]) == 1
     assert "--square_draws=0: must be ints >= 1" in capsys.readouterr().err
+
+
+def test_refuses_a_square_recheck_of_a_report_stream_worst_case(tmp_path, capsys):
+    """A run of today's evaluation judges its worst case on the report stream; a Square
+    re-check's rows are judge-stream rows, so their union would mix streams: one line."""
+    for f in ("config.json", "export"):
+        (tmp_path / f).mkdir() if f == "export" else (tmp_path / f).write_text("{}")
+    (tmp_path / "robustness.json").write_text(json.dumps(
+        {"worst_case": [{"eps": 0.1, "correct_avg": "10", "judge": {"stream": 3, "draws": 4}}]}))
+    assert rs.main([str(tmp_path), "--family=square"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "report stream" in err and "square_draws" in err

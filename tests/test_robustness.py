@@ -407,7 +407,7 @@ def test_quick_config():
     ("eot", 0, r"config\.attack\.eot=0"),
     ("step_size", -1.0, r"config\.attack\.step_size=-1\.0 .*> 0"),
     ("eps_grid", (0.1, 0.05), r"config\.attack\.eps_grid=\(0\.1, 0\.05\) .*increasing"),
-    ("eps_grid", (0.1,), r"config\.attack\.eps_grid"),
+    ("eps_grid", (0.1,), r"config\.attack\.eps_grid=\(0\.1,\) .*QTE .*strong_eps"),
     ("l2_eps_grid", (-1.0, 0.5), r"config\.attack\.l2_eps_grid"),
     ("surrogates", ("sigmoid", "foo"), r"config\.attack\.surrogates=.*'foo'"),
     ("judge_draws", 0, r"config\.attack\.judge_draws=0"),
