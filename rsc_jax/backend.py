@@ -151,6 +151,16 @@ def should_unroll(unroll: bool | None, iterations: int) -> bool:
     return on_cpu() and iterations <= AUTO_UNROLL_MAX
 
 
+def lean_remat(T: int) -> bool:
+    """Whether ``remat=True`` spiking models take the memory-lean BN + LIF path
+    (``models.lean``; same results as the plain path) at ``T`` time steps: on the CPU
+    always, elsewhere for T > 1. Ours, from compiled memory: at T = 1 on the H100 target
+    the lean training step's temporaries were 1.08-1.15x the plain step's (VGG-11 at
+    B = 32, ResNet-19 at B = 32 and 128; 0.92x for VGG-11 at B = 128), on XLA:CPU 0.60x
+    (docs/GPU_RUNS.md, docs/PERFORMANCE.md)."""
+    return T > 1 or on_cpu()
+
+
 def widen_residual_in_cond() -> bool:
     """Whether a custom VJP widens its narrowed residual (the one-byte spike input of
     ``models.lean.conv_spike_residual``) inside a ``lax.cond`` on the cotangent, which

@@ -152,3 +152,22 @@ def test_estimator_gpu_memory_table():
         "h100": {"device": "H", "programs": {"train": prog(35 * gib, 5 * gib, 0.75 * 80 * gib)}}}}]
     table = est.gpu_memory_markdown(res, ["a100-40gb", "h100"])
     assert "| `c` | train (128) | 35.00 / 5.00 | **no** / yes | yes / yes |" in table
+
+
+def test_lean_remat_policy_per_platform_and_T():
+    """remat=True spiking models take the lean BN + LIF path (a custom VJP) on the CPU at
+    every T, elsewhere only for T > 1; the plain path otherwise (same variables)."""
+    from benchmarks import jax_models as jm
+    from rsc_jax import classifier as rc
+    assert backend.lean_remat(1) is (jax.default_backend() == "cpu") and backend.lean_remat(2)
+
+    def traced(T, platform):
+        cfg = jm.classifier_config("convnet", dataset=jm.DIGITS, T=T, remat=True)
+        clf = rc.Classifier(cfg, None)
+        v = jax.eval_shape(lambda: rc.init_variables(cfg, jax.random.key(0)))
+        x = jax.ShapeDtypeStruct((T, 2, 8, 8, 1), jnp.float32)
+        with backend.target_platform(platform):
+            f = lambda v, x: clf.model.apply(v, x, train=True, mutable=["batch_stats"])[0].sum()
+            return str(jax.make_jaxpr(f)(v, x))
+    assert "name=_bn_lif" in traced(1, "cpu") and "name=_bn_lif" in traced(2, "gpu")
+    assert "name=_bn_lif" not in traced(1, "gpu")

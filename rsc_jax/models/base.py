@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rsc_jax import backend
 from rsc_jax.models import layers
 
 Array = jax.Array
@@ -38,11 +39,12 @@ class SpikingClassifier(nn.Module):
     dtype: Any = jnp.float32
     conv_general_dilated: layers.ConvFn = layers.DEFAULT_CONV
 
-    @property
-    def lean(self) -> bool:
-        """``remat`` of a spiking model: the memory-lean BN + LIF path (``models.lean``),
-        same variables and results as the plain path. ANN twins use ``nn.remat``."""
-        return self.remat and self.spiking
+    def lean_at(self, T: int) -> bool:
+        """``remat`` of a spiking model at ``T`` steps: the memory-lean BN + LIF path
+        (``models.lean``), same variables and results as the plain path, where
+        ``backend.lean_remat(T)`` (everywhere but at T = 1 off the CPU). ANN twins use
+        ``nn.remat``."""
+        return self.remat and self.spiking and backend.lean_remat(T)
 
     def ch(self, c: int) -> int:
         """Channel count ``c`` scaled by ``width`` (at least 1)."""

@@ -22,7 +22,7 @@ class ConvNet(base.SpikingClassifier):
         block = layers.maybe_remat(layers.ConvBNAct, self.remat and not self.spiking)
         for k, c in enumerate(self.channels):
             h = block(self.ch(c), self.spiking, T, self.neuron, sow_name=f"pre_stage{k}",
-                      dtype=self.dtype, lean=self.lean,
+                      dtype=self.dtype, lean=self.lean_at(T),
                       spike_input=k > 0,       # 2x2 averages of spikes
                       conv_general_dilated=self.conv_general_dilated,
                       name=f"stage{k}")(h, train)

@@ -74,7 +74,7 @@ class ResNet(base.SpikingClassifier):
         stem_kernel, stem_stride = (7, 2) if self.stem == "imagenet" else (3, 1)
         h = layers.conv(self.ch(self.stem_channels), stem_kernel, stem_stride, name="stem_conv", dtype=self.dtype,
                         conv_general_dilated=self.conv_general_dilated)(h)
-        h = layers.batch_norm(train, name="stem_bn", dtype=self.dtype, lean=self.lean)(h)
+        h = layers.batch_norm(train, name="stem_bn", dtype=self.dtype, lean=self.lean_at(T))(h)
         h = self.act(T, "stem_act")(h)
         if self.stem == "imagenet":
             h = nn.max_pool(h, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
@@ -83,13 +83,13 @@ class ResNet(base.SpikingClassifier):
             for b in range(n):
                 stride = 2 if (b == 0 and s > 0) else 1
                 h = block(self.ch(c), stride, self.spiking, T, self.neuron, self.sew,
-                          f"pre_stage{s}" if b == n - 1 else None, self.dtype, self.lean,
+                          f"pre_stage{s}" if b == n - 1 else None, self.dtype, self.lean_at(T),
                           conv_general_dilated=self.conv_general_dilated, name=f"stage{s}_block{b}")(h, train)
         return h.mean(axis=(1, 2))
 
     def head(self, h: Array, T: int, train: bool) -> Array:
         if self.hidden:
             h = nn.Dense(self.hidden, dtype=self.dtype, name="fc_hidden")(h)
-            h = layers.batch_norm(train, name="fc_bn", dtype=self.dtype, lean=self.lean)(h)
+            h = layers.batch_norm(train, name="fc_bn", dtype=self.dtype, lean=self.lean_at(T))(h)
             h = self.act(T, "fc_act")(h)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(h)

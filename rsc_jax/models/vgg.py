@@ -33,7 +33,7 @@ class VGG(base.SpikingClassifier):
             ends_stage = j + 1 < len(self.cfg) and self.cfg[j + 1] == "M"
             h = block(self.ch(v), self.spiking, T, self.neuron,
                       sow_name=f"pre_stage{stage}" if ends_stage else None,
-                      dtype=self.dtype, lean=self.lean,
+                      dtype=self.dtype, lean=self.lean_at(T),
                       spike_input=i > 0,       # spikes or their 2x2 averages
                       conv_general_dilated=self.conv_general_dilated,
                       name=f"conv{i}")(h, train)
