@@ -63,6 +63,21 @@ def test_every_family_reaches_the_eps_boundary_on_a_linear_model(e255):
             assert float(jnp.abs(cand - x).max()) <= e + 1e-6
 
 
+def test_a_job_compiled_at_one_eps_steps_right_at_another():
+    """Jobs of one family at two strong eps share one compiled function (their cache key),
+    called with each eps: the strong PGD rows' steps follow the eps they are called with."""
+    c = _boundary_config(8 / 255)
+    c.strong_eps = (8 / 255, 32 / 255)
+    jobs = attack_suite.jobs(c, linear, {}, None, 2)
+    x, y = jnp.full((2, 8, 8, 1), 0.5), jnp.array([0, 1])
+    keys = judging.example_keys(0, jnp.arange(2))
+    for fam in ("pgd-strong", "pgd-eot"):
+        j8, j32 = [j for j in jobs if j.family == fam]
+        assert j8.cache_key == j32.cache_key and j32.record["step_size"] == pytest.approx(4 * j8.record["step_size"])
+        xa, _ = jax.jit(j8.craft)(keys, x, y, jnp.float32(32 / 255))     # what the shared function does
+        assert float(np.mean(np.abs(np.asarray(xa - x)) >= 32 / 255 - 1e-6)) == 1.0, fam
+
+
 def test_choose_by_hand():
     nan = np.nan
     # 4 examples, 3 attacks in cascade order (judge-stream correctness, margins)

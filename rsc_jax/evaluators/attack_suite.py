@@ -130,9 +130,11 @@ def _plain(fn: Callable[..., Array]) -> Craft:
 
 
 def _pgd(s: Suite, fn: LogitsFn, *, steps: int, step_size: float, eot: int, norm: str = "linf",
-         l2_scale: float | None = None, **_: Any) -> Craft:
+         scale: float | None = None, **_: Any) -> Craft:
+    """PGD with a fixed ``step_size``, or with ``scale * eps / steps`` from the eps it is
+    called with (one compiled function serves every eps of a job family)."""
     def f(k, x, y, eps):
-        ss = l2_scale * eps / steps if l2_scale is not None else step_size
+        ss = scale * eps / steps if scale is not None else step_size
         return attacks.pgd(fn, k, x, y, eps=eps, step_size=ss, steps=steps, norm=norm, eot=eot,
                            random_start=s.cfg.random_start, common_random_numbers=s.cfg.common_random_numbers)
     return _plain(f)
@@ -153,7 +155,11 @@ def apgd_passes(kw: Mapping[str, Any]) -> Passes:
 
 def _pgd_job(s: Suite, name: str, e: float, st: dict[str, Any], fn: LogitsFn, cache: tuple, family: str,
              **record: Any) -> Job:
-    return Job(name, None, "linf", e, {"attack": "pgd", **record, **st}, _pgd(s, fn, **st), cache, family=family,
+    """PGD at strong eps ``e`` with the step ``strong_step_scale * eps / steps`` (recorded
+    as its value at ``e``)."""
+    st = dict(st, step_size=s.strong_step(e, st["steps"]))
+    return Job(name, None, "linf", e, {"attack": "pgd", **record, **st},
+               _pgd(s, fn, **st, scale=s.cfg.strong_step_scale), cache, family=family,
                passes=grads(st["steps"] * st["eot"]))
 
 
@@ -182,13 +188,13 @@ def pgd(s: Suite) -> list[Job]:
 
 
 def pgd_strong(s: Suite, e: float) -> list[Job]:
-    st = dict(s.base, steps=s.cfg.strong_steps, step_size=s.strong_step(e, s.cfg.strong_steps))
+    st = dict(s.base, steps=s.cfg.strong_steps)
     return [_pgd_job(s, f"pgd-{s.cfg.strong_steps}", e, st, s.logits_fn, ("pgd-strong",), "pgd-strong",
                      step_rule="strong_step_scale * eps / steps")]
 
 
 def pgd_eot(s: Suite, e: float) -> list[Job]:
-    st = dict(s.base, eot=s.cfg.strong_eot, step_size=s.strong_step(e, s.cfg.steps))
+    st = dict(s.base, eot=s.cfg.strong_eot)
     return [_pgd_job(s, f"pgd-{s.cfg.steps}-eot{s.cfg.strong_eot}", e, st, s.logits_fn, ("pgd-eot",), "pgd-eot",
                      step_rule="strong_step_scale * eps / steps")]
 
@@ -269,7 +275,7 @@ def poisson_adaptive(s: Suite, e: float) -> list[Job]:
     c, r = s.cfg, s.relaxations
     if not (c.poisson_adaptive and r):
         return []
-    st = dict(s.base, steps=c.strong_steps, eot=c.strong_eot, step_size=s.strong_step(e, c.strong_steps))
+    st = dict(s.base, steps=c.strong_steps, eot=c.strong_eot)
     kw = s.apgd_kw("ce")
     out = []
     for tau in c.gumbel_temperatures:
@@ -329,7 +335,7 @@ def l2(s: Suite) -> list[Job]:
     if not c.l2:
         return []
     rec = {"attack": "pgd", **s.base, "step_size": f"{c.l2_step_scale} * eps / steps"}
-    craft = _pgd(s, s.logits_fn, **dict(s.base, norm="l2", l2_scale=c.l2_step_scale))
+    craft = _pgd(s, s.logits_fn, **dict(s.base, norm="l2", scale=c.l2_step_scale))
     out = [Job(f"pgd-{c.steps}-l2", "pgd-l2", "l2", e, rec, craft, ("pgd-l2",), family="",
                passes=grads(c.steps * c.eot)) for e in c.l2_eps_grid]
     if c.apgd:
