@@ -401,15 +401,19 @@ GPU_TARGETS: tuple[str, ...] = ("a100-40gb", "a100-80gb", "h100")
 JAX_MEM_FRACTION = 0.75
 
 
+GPU_PROGRAMS: tuple[str, ...] = ("train_step", "evaluate", "attack_grad", "certify_chunk")
+
+
 def gpu_memory(name: str, target: str, devices: tuple[int, ...] = (1, 8), remats: tuple[bool, ...] = (False, True),
-               print_fn: Any = None) -> dict[str, Any]:
+               programs: tuple[str, ...] = GPU_PROGRAMS, print_fn: Any = None) -> dict[str, Any]:
     """Per-device memory of the config's programs compiled by XLA for GPU ``target``
     (``benchmarks.gpu_aot``: deviceless, needs jax's CUDA plugin) at the config's global
     batches on a data-parallel mesh of each of ``devices`` GPUs: the training step with
     each ``remat`` setting, and at the config's own ``remat`` evaluation (``eval.draws``
     draws of an ``eval.batch_size`` batch at once), one attack input gradient
     (``attack.batch_size``) and one certification chunk (``certify.batch`` draws of
-    ``certify.image_batch`` images). Figures are XLA's buffer assignment per device
+    ``certify.image_batch`` images); ``programs`` picks among those. Figures are XLA's
+    buffer assignment per device
     (``memory_analysis``): arguments + outputs - aliased + temporaries, what the program
     itself holds; cuDNN/cuBLAS workspace is not in it. ``fits`` compares that with
     ``JAX_MEM_FRACTION`` of the target's memory (JAX's default allocation limit)."""
@@ -442,7 +446,7 @@ def gpu_memory(name: str, target: str, devices: tuple[int, ...] = (1, 8), remats
             def args(b):
                 return (gpu_aot.abstract(sds((b, *shape)), dat), gpu_aot.abstract(sds((b,), jnp.int32), dat),
                         gpu_aot.abstract(sds((b,), jnp.int32), dat))
-            for remat in remats:
+            for remat in remats if "train_step" in programs else ():
                 cfg = config.from_file(name)
                 with cfg.unlocked():
                     cfg.model.remat = remat
@@ -473,6 +477,8 @@ def gpu_memory(name: str, target: str, devices: tuple[int, ...] = (1, 8), remats
             for prog, fn, b in (("evaluate", evaluate, base.eval.batch_size),
                                 ("attack_grad", grad, base.attack.batch_size),
                                 ("certify_chunk", certify_chunk, base.certify.image_batch)):
+                if prog not in programs:
+                    continue
                 x, y, idx = args(b)
                 a = (variables, idx, x, y) if prog == "attack_grad" else (variables, idx, x)
                 record(prog, n, gpu_aot.compile_stats(backend.jit(fn), *a), b)
@@ -552,8 +558,9 @@ def gpu_memory_markdown(results: list[dict[str, Any]], targets: list[str]) -> st
         for prog, rec in g0.items():
             cells = []
             for t in targets:
-                pr = r["gpu_memory"][t]["programs"][prog]
-                cells.append(" / ".join("yes" if pr[k]["fits"] else "**no**" for k in ("1gpu", "8gpu")))
+                pr = r["gpu_memory"][t]["programs"].get(prog)
+                cells.append("not compiled" if pr is None else
+                             " / ".join("yes" if pr[k]["fits"] else "**no**" for k in ("1gpu", "8gpu")))
             lines.append(f"| `{r['config']}` | {prog} ({rec['1gpu']['global_batch']}) | {rec['1gpu']['gib']:.2f} / "
                          f"{rec['8gpu']['gib']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -571,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
                         "programs for them (needs jax's CUDA plugin; slow) and report per-device memory and fit "
                         "on 1 and 8 GPUs, with and without remat")
     p.add_argument("--skip-flops", action="store_true", help="with --gpu-memory: only the compiled memory")
+    p.add_argument("--gpu-programs", default=",".join(GPU_PROGRAMS),
+                   help=f"with --gpu-memory: comma list of {','.join(GPU_PROGRAMS)}")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="config override for every config, e.g. attack.num_examples=1000 (Python literal)")
     args = p.parse_args(argv)
@@ -587,6 +596,11 @@ def main(argv: list[str] | None = None) -> int:
         if t not in GPU_TARGETS:
             print(f"error: --gpu-memory: target {t!r} is not allowed; allowed: {', '.join(GPU_TARGETS)} or all",
                   file=sys.stderr)
+            return 2
+    programs = tuple(q for q in args.gpu_programs.split(",") if q)
+    for q in programs:
+        if q not in GPU_PROGRAMS:
+            print(f"error: --gpu-programs: {q!r} is not allowed; allowed: {', '.join(GPU_PROGRAMS)}", file=sys.stderr)
             return 2
     if targets:
         from benchmarks import gpu_aot
@@ -614,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory:
             r["memory_proxy"] = memory_proxy(name)
         if targets:
-            r["gpu_memory"] = {t: gpu_memory(name, t, print_fn=lambda m: print(m, file=sys.stderr, flush=True))
+            r["gpu_memory"] = {t: gpu_memory(name, t, programs=programs,
+                                             print_fn=lambda m: print(m, file=sys.stderr, flush=True))
                                for t in targets}
         results.append(r)
         print(f"{name}: {round(time.time() - t0, 1)} s", file=sys.stderr)
