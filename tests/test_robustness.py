@@ -387,7 +387,7 @@ def test_default_config_values():
     assert isinstance(c.eps_grid, tuple) and all(isinstance(e, float) for e in c.eps_grid)
     assert (c.steps, c.strong_steps, c.eot, c.strong_eot, c.judge_draws) == (7, 50, 1, 10, 10)
     assert c.step_size == pytest.approx(2 / 255) and c.sanity_eps == pytest.approx(64 / 255)
-    assert c.surrogates == ("sigmoid", "atan", "triangle", "rectangle")
+    assert c.surrogates == ("sigmoid", "atan", "triangle", "rectangle", "assg", "pdsg")
     assert c.num_examples == -1
 
 
