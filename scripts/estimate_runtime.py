@@ -543,26 +543,27 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 
 def gpu_memory_markdown(results: list[dict[str, Any]], targets: list[str]) -> str:
-    """One row per config and program: per-device GiB on 1 / 8 GPUs (compiled for the first
-    target) and whether it fits each target (1 GPU / 8 GPUs)."""
+    """One row per config and program; per target, GiB per device on 1 / 8 GPUs, each
+    marked **no** where it does not fit (a program compiled for no target of the row: -)."""
     names = {t: results[0]["gpu_memory"][t]["device"] for t in targets}
     lines = [f"Compiled by XLA for each GPU target (deviceless, `benchmarks.gpu_aot`), not estimated: per-device "
-             f"arguments + outputs - aliased + temporaries in GiB (cuDNN/cuBLAS workspace not included); fits = at "
-             f"most {JAX_MEM_FRACTION:.0%} of the device's memory (JAX's default allocation limit). "
-             f"GiB column from the {names[targets[0]]} target.", "",
-             "| config | program (global batch) | GiB per device, 1 GPU / 8 GPUs | "
-             + " | ".join(f"fits {names[t]}: 1 / 8" for t in targets) + " |",
-             "|---|---|---|" + "---|" * len(targets)]
+             f"arguments + outputs - aliased + temporaries in GiB (cuDNN/cuBLAS workspace not included), on 1 / 8 "
+             f"GPUs; **no**: above {JAX_MEM_FRACTION:.0%} of the device's memory (JAX's default allocation limit).",
+             "", "| config | program (global batch) | " + " | ".join(names[t] for t in targets) + " |",
+             "|---|---|" + "---|" * len(targets)]
     for r in results:
-        g0 = r["gpu_memory"][targets[0]]["programs"]
-        for prog, rec in g0.items():
-            cells = []
+        progs = list(dict.fromkeys(p for t in targets for p in r["gpu_memory"][t]["programs"]))
+        for prog in progs:
+            cells, batch = [], None
             for t in targets:
                 pr = r["gpu_memory"][t]["programs"].get(prog)
-                cells.append("not compiled" if pr is None else
-                             " / ".join("yes" if pr[k]["fits"] else "**no**" for k in ("1gpu", "8gpu")))
-            lines.append(f"| `{r['config']}` | {prog} ({rec['1gpu']['global_batch']}) | {rec['1gpu']['gib']:.2f} / "
-                         f"{rec['8gpu']['gib']:.2f} | " + " | ".join(cells) + " |")
+                if pr is None:
+                    cells.append("-")
+                    continue
+                batch = pr["1gpu"]["global_batch"]
+                cells.append(" / ".join(f"{pr[k]['gib']:.2f}" + ("" if pr[k]["fits"] else " **no**")
+                                        for k in ("1gpu", "8gpu")))
+            lines.append(f"| `{r['config']}` | {prog} ({batch}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
