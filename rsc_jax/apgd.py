@@ -332,4 +332,5 @@ def apgd(logits_fn: LogitsFn, key: Array, x: Array, y: Array, **kwargs: Any) -> 
     return apgd_with_info(logits_fn, key, x, y, **kwargs)[0]
 
 
-__all__ = ["LOSSES", "apgd", "apgd_with_info", "checkpoints", "classes_needed", "dlr_loss", "dlr_targeted_loss", "objective"]
+__all__ = ["LOSSES", "DrawGrad", "apgd", "apgd_with_info", "checkpoints", "classes_needed", "dlr_loss",
+           "dlr_targeted_loss", "objective", "objective_and_margin"]

@@ -158,7 +158,7 @@ def attack() -> ml_collections.ConfigDict:
     transfer attacks run APGD-CE with the APGD budget (``apgd_steps`` x ``apgd_eot``,
     ``apgd_restarts``; AutoAttack's randomized-defence budget, Croce & Hein, 2020: 100
     steps, EOT-20); ``apgd`` (off by default) adds APGD with each of ``apgd_losses`` at
-    every strong eps and APGD-CE on the l_2 grid. ``transfer_expectation`` (off by
+    every strong eps and, with ``l2_apgd``, APGD-CE on the l_2 grid. ``transfer_expectation`` (off by
     default) adds APGD crafted on the noise-free copy of the model (same weights, direct
     coding) at every strong eps.
 
@@ -187,7 +187,7 @@ def attack() -> ml_collections.ConfigDict:
         eps_grid=tuple(e / 255 for e in (0.0, 1.0, 2.0, 4.0, 8.0)), strong_eps=(8 / 255,),
         steps=7, step_size=2 / 255, eot=1, random_start=True, common_random_numbers=False, fgsm=True,
         strong_steps=50, strong_eot=10, strong_step_scale=2.5, judge_draws=10, batch_size=64, seed=0,
-        num_examples=-1, l2=True, l2_eps_grid=(0.0, 0.25, 0.5, 1.0), l2_step_scale=2.5,
+        num_examples=-1, l2=True, l2_eps_grid=(0.0, 0.25, 0.5, 1.0), l2_step_scale=2.5, l2_apgd=True,
         ensemble=True, surrogates=("sigmoid", "atan", "triangle", "rectangle", "assg", "pdsg"), sharp_alpha_factor=4.0,
         bptr=True, select_draws=10,
         transfer=True,
@@ -208,11 +208,12 @@ def attack() -> ml_collections.ConfigDict:
 # ``attack.quick`` (ours, for the digits demo, about 3 minutes on 2 CPU cores): at most
 # these values (False turns a check off); num_examples replaces -1 (all); the tuples of
 # QUICK_GRIDS replace the configured ones: the ensemble through the model, atan, the
-# adaptive assg and BPTR (no sharp copies), no doubled-budget re-run (the grid stays).
+# adaptive assg and BPTR (no sharp copies), no doubled-budget re-run (the grid stays), no
+# APGD on the l_2 grid.
 QUICK_ATTACK: dict[str, int | float | bool] = dict(
     strong_steps=20, strong_eot=4, judge_draws=4, select_draws=4, square_queries=100, sanity_steps=10,
     sanity_eot=4, num_examples=256, apgd_steps=10, apgd_eot=4, doubled_budget=False, doubled_examples=64,
-    sharp_alpha_factor=0.0)
+    sharp_alpha_factor=0.0, l2_apgd=False)
 QUICK_GRIDS: dict[str, tuple] = dict(convergence_steps=(5, 10, 20), convergence_eot=(1, 4),
                                      surrogates=("sigmoid", "atan", "assg"))
 

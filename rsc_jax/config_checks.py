@@ -124,7 +124,7 @@ def check_attack(c: Any, p: str = "config.attack.") -> None:
     _fields(c, config.attack, p)
     _bools(c, p, "random_start", "common_random_numbers", "fgsm", "l2", "ensemble", "bptr", "transfer",
            "square", "sanity", "gradient_check", "quick", "apgd", "transfer_expectation", "poisson_adaptive",
-           "cascade", "doubled_budget")
+           "cascade", "doubled_budget", "l2_apgd")
     validation.check_grid(p + "gumbel_temperatures", c.gumbel_temperatures, min_len=1, positive=True,
                           increasing=False, error=E)
     if len(set(c.gumbel_temperatures)) != len(c.gumbel_temperatures):

@@ -62,7 +62,8 @@ def test_npz_path_missing_file():
     c = config.base()
     c.dataset.name = "npz"
     c.dataset.path = "/nonexistent/x.npz"
-    with pytest.raises(ConfigError, match="config.dataset.path='/nonexistent/x.npz'.*does not exist"):
+    with pytest.raises(ConfigError, match="config.dataset.path: .*x.npz does not exist at '/nonexistent/x.npz'.*"
+                                          "make_subsets.py.*--config.dataset.path="):
         config_checks.validate(c, device_count=1)
 
 

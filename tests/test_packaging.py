@@ -140,8 +140,9 @@ def test_installed_package_runs_from_another_folder(installed):
     assert version == meta_version == rsc_jax.__version__
     assert not init.startswith(ROOT) and "site-packages" in init, init
     assert config_dir == os.path.join(os.path.dirname(init), "configs")
-    assert sorted(f[:-3] for f in os.listdir(config_dir) if f.endswith(".py") and f != "__init__.py") \
-        == config.config_names()
+    bundled = [f for f in os.listdir(config_dir) if f.endswith(".py") and f != "__init__.py"]
+    assert "claims.py" in bundled                             # the claims file ships too, but is no config
+    assert sorted(f[:-3] for f in bundled if f != "claims.py") == config.config_names()
     with open(os.path.join(cwd, "mine.py"), "w") as f:       # a user's own config, built on a bundled one
         f.write("from rsc_jax import config\n\n\ndef get_config():\n"
                 "    c = config.from_file('digits')\n    c.train.epochs = 3\n    return c\n")

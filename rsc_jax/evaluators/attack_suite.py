@@ -329,8 +329,8 @@ def sanity(s: Suite) -> list[Job]:
 
 
 def l2(s: Suite) -> list[Job]:
-    """The l_2 grid: PGD-k with step ``l2_step_scale * eps / steps`` and, with ``apgd``,
-    APGD-CE with the APGD budget (EOT in every step)."""
+    """The l_2 grid: PGD-k with step ``l2_step_scale * eps / steps`` and, with ``apgd`` and
+    ``l2_apgd``, APGD-CE with the APGD budget (EOT in every step)."""
     c = s.cfg
     if not c.l2:
         return []
@@ -338,7 +338,7 @@ def l2(s: Suite) -> list[Job]:
     craft = _pgd(s, s.logits_fn, **dict(s.base, norm="l2", scale=c.l2_step_scale))
     out = [Job(f"pgd-{c.steps}-l2", "pgd-l2", "l2", e, rec, craft, ("pgd-l2",), family="",
                passes=grads(c.steps * c.eot)) for e in c.l2_eps_grid]
-    if c.apgd:
+    if c.apgd and c.l2_apgd:
         kw = s.apgd_kw("ce", norm="l2")
         out += [Job("apgd-ce-l2", "apgd-l2", "l2", e, {"attack": "apgd", **kw}, _apgd(s.logits_fn, kw),
                     ("apgd-l2",), family="", passes=apgd_passes(kw)) for e in c.l2_eps_grid]

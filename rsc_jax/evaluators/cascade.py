@@ -28,15 +28,18 @@ STREAM_ATTACK, STREAM_JUDGE, STREAM_SELECT, STREAM_REPORT = 0, 1, 2, 3
 log = logging.getLogger(__name__)
 
 
-def batch_fn(job: attack_suite.Job, logits_fn: LogitsFn, cfg: Any, fresh: bool) -> Callable:
+def batch_fn(job: attack_suite.Job, logits_fn: LogitsFn, cfg: Any) -> Callable:
     """A jitted ``(eps, positions, idx, x, y) -> dict of [B]`` for ``job``, keys from the
-    global example indices ``idx``; ``fresh`` adds the report-stream judgement."""
+    global example indices ``idx``: the crafted point judged on the judge stream (``avg``,
+    ``single``, ``margin``, ...) and on the report stream (``fresh_avg``,
+    ``fresh_single``), both by one vmapped judge (one copy of the model to compile)."""
     M, seed = cfg.judge_draws, cfg.seed
 
     @backend.jit
     def fn(eps, _, idx, x, y):
         ak = judging.example_keys(seed, idx, stream=STREAM_ATTACK)
         jk = judging.example_keys(seed, idx, stream=STREAM_JUDGE)
+        rk = judging.example_keys(seed, idx, stream=STREAM_REPORT)
         out: dict[str, Array] = {}
         if job.craft is None:
             xa = x
@@ -45,21 +48,20 @@ def batch_fn(job: attack_suite.Job, logits_fn: LogitsFn, cfg: Any, fresh: bool) 
             sk = judging.example_keys(seed, idx, stream=STREAM_SELECT)
             xa, choice = attacks.select_strongest(cands, logits_fn, sk, y, draws=cfg.select_draws)
             out["choice"] = choice
+            per = jax.vmap(lambda c: judging.judge(logits_fn, jk, c, y, draws=M))(cands)
             for i, n in enumerate(job.candidates):
-                r = judging.judge(logits_fn, jk, cands[i], y, draws=M)
-                out[f"single/{n}"] = r["correct_single"]
-                out[f"avg/{n}"] = r["correct_avg"]
+                out[f"single/{n}"] = per["correct_single"][i]
+                out[f"avg/{n}"] = per["correct_avg"][i]
         else:
             xa, extra = job.craft(ak, x, y, eps)
             out.update(extra)
-        r = judging.judge(logits_fn, jk, xa, y, draws=M)
+        both = jax.vmap(lambda k: judging.judge(logits_fn, k, xa, y, draws=M))(jnp.stack([jk, rk]))
+        r = {k: v[0] for k, v in both.items()}
         d = (xa - x).reshape(x.shape[0], -1)
         out.update(single=r["correct_single"], avg=r["correct_avg"], loss=r["loss"], margin=r["margin"],
                    linf=jnp.abs(d).max(1), l2=jnp.sqrt(jnp.sum(d * d, 1)),
-                   in_range=((xa >= 0) & (xa <= 1)).reshape(x.shape[0], -1).all(1))
-        if fresh:
-            f = judging.judge(logits_fn, judging.example_keys(seed, idx, stream=STREAM_REPORT), xa, y, draws=M)
-            out.update(fresh_avg=f["correct_avg"], fresh_single=f["correct_single"])
+                   in_range=((xa >= 0) & (xa <= 1)).reshape(x.shape[0], -1).all(1),
+                   fresh_avg=both["correct_avg"][1], fresh_single=both["correct_single"][1])
         return out
 
     return fn
@@ -118,16 +120,15 @@ class Runner:
         self.cache: dict[tuple, Callable] = {}
         self.outs: dict[int, dict[str, np.ndarray]] = {}
 
-    def run(self, job: attack_suite.Job, idx: np.ndarray, fresh: bool) -> dict[str, np.ndarray]:
+    def run(self, job: attack_suite.Job, idx: np.ndarray) -> dict[str, np.ndarray]:
         """Runs ``job`` on the examples ``idx`` it has not run on yet; returns its outputs."""
         n = len(self.images)
         have = self.outs.get(id(job))
         todo = idx if have is None else idx[np.isnan(have["avg"][idx])]
         if len(todo):
-            key = (job.cache_key, fresh)
-            if key not in self.cache:
-                self.cache[key] = batch_fn(job, self.logits_fn, self.cfg, fresh)
-            fn = functools.partial(self.cache[key], jnp.float32(job.eps))
+            if job.cache_key not in self.cache:
+                self.cache[job.cache_key] = batch_fn(job, self.logits_fn, self.cfg)
+            fn = functools.partial(self.cache[job.cache_key], jnp.float32(job.eps))
             nb = -(-len(todo) // self.cfg.batch_size)
             got = parallel.map_examples(fn, [todo.astype(np.int32), self.images[todo], self.labels[todo]],
                                         batch_size=self.cfg.batch_size, mesh=self.mesh,
@@ -156,22 +157,22 @@ def evaluate(jobs: list[attack_suite.Job], logits_fn: LogitsFn, images: np.ndarr
     pbar = common.bar(progress, len(jobs), "robustness", unit="attack")
     seconds: dict[int, float] = {}
 
-    def timed(job: attack_suite.Job, idx: np.ndarray, fresh: bool) -> dict[str, np.ndarray]:
+    def timed(job: attack_suite.Job, idx: np.ndarray) -> dict[str, np.ndarray]:
         t0 = time.time()
         if pbar is not None:
             pbar.set_postfix_str(f"{job.name} eps={job.eps:.3g}")
-        out = runner.run(job, idx, fresh)
+        out = runner.run(job, idx)
         seconds[id(job)] = seconds.get(id(job), 0.0) + time.time() - t0
         log.info("robustness %s eps=%.4g: %d images attacked, judge-stream acc_avg %.4f on them (%.1fs)", job.name,
                  job.eps, int(np.sum(~np.isnan(out["avg"]))), float(np.nanmean(out["avg"])), time.time() - t0)
         return out
 
     clean = jobs[0]
-    timed(clean, everyone, True)
+    timed(clean, everyone)
     for job in jobs:
         if id(job) not in in_chain or job is clean:
             if job is not clean and not (job.craft is not None and job.eps == 0):
-                timed(job, standalone, False)
+                timed(job, standalone)
             if pbar is not None:
                 pbar.update(1)
     worst, common_worst = [], []
@@ -181,7 +182,7 @@ def evaluate(jobs: list[attack_suite.Job], logits_fn: LogitsFn, images: np.ndarr
         outs = []
         for job in chain:
             idx = np.union1d(standalone, np.flatnonzero(~broken)) if cfg.cascade else everyone
-            out = timed(job, idx, True)
+            out = timed(job, idx)
             broken |= out["avg"] == 0
             outs.append(out)
             if pbar is not None and id(job) not in done and job is not clean:

@@ -63,7 +63,8 @@ def effective_config(cfg: ml_collections.ConfigDict, explicit: Any = ()) -> ml_c
     """``cfg`` with the ``quick`` preset applied (``config.QUICK_ATTACK``, ours, for the
     digits demo): at most 20 strong steps, K = 4, M = 4, 100 Square queries, 10 sanity
     steps with K = 4, 256 examples, APGD 10 steps with K = 4, the ensemble through atan,
-    assg and BPTR, no doubled-budget re-run, convergence grid (5, 10, 20) x (1, 4).
+    assg and BPTR, no doubled-budget re-run, no APGD on the l_2 grid, convergence grid
+    (5, 10, 20) x (1, 4).
 
     ``explicit`` names the attack fields set explicitly (``FIELD`` or ``attack.FIELD``: the
     command line's ``--config.attack.FIELD`` overrides); explicit settings win: the preset
