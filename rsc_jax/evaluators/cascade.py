@@ -73,7 +73,6 @@ def choose(avg: np.ndarray, margin: np.ndarray) -> np.ndarray:
     misclassifies it, else the attack of the lowest judge-stream ``margin`` (the first on
     ties). ``NaN`` marks an attack that did not run on an example (the cascade skipped it
     because an earlier one broke it); an example no attack broke must have every entry."""
-    a, n = avg.shape
     broke = avg == 0
     first = np.where(broke.any(0), broke.argmax(0), -1)
     rest = first < 0
