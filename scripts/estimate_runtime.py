@@ -159,6 +159,31 @@ def pass_flops(clf_config: dict[str, Any], ds: data.Dataset, batch: int) -> dict
             "grad": flops_of(grad, variables, idx, x, y, what=f"input gradient ({name})") / batch}
 
 
+def _eval_programs(clf: Any, M: int, draws: int) -> tuple[Any, Any, Any]:
+    """The evaluation-side programs compiled for a memory or FLOP figure, keyed per
+    example as the evaluators key them: ``evaluate(v, idx, x)`` (logits averaged over M
+    draws), ``grad(v, idx, x, y)`` (one input gradient) and ``certify_chunk(v, idx, x)``
+    (``draws`` predictions per image)."""
+    ekey = jax.random.key(3)
+
+    def evaluate(v, idx, x):
+        keys = parallel.example_keys(ekey, idx)
+        dk = jax.vmap(lambda k: jax.random.split(k, M))(keys)
+        return jax.vmap(lambda ks: clf.apply(v, ks, x), in_axes=1)(dk).mean(0)
+
+    def grad(v, idx, x, y):
+        return attacks.loss_grad(lambda k, xi: clf.apply(v, k, xi), parallel.example_keys(ekey, idx), x, y)
+
+    def certify_chunk(v, idx, x):
+        keys = parallel.example_keys(ekey, idx)
+        one = parallel.per_example(lambda k, xi: clf.apply(v, k, xi))
+        j = jnp.arange(draws, dtype=jnp.int32)
+        dk = jax.vmap(lambda k: jax.vmap(lambda jj: jax.random.fold_in(k, jj))(j))(keys)
+        return jax.vmap(one, in_axes=(1, None))(dk, x).argmax(-1)
+
+    return evaluate, grad, certify_chunk
+
+
 # --------------------------------------------------------------------------- pass counts
 
 
@@ -345,22 +370,7 @@ def memory_proxy(name: str, gpus: tuple[int, ...] = (1, 8)) -> dict[str, Any]:
     variables = jax.eval_shape(lambda: classifier.init_variables(clf.config, jax.random.key(0)))
     shape = ds.image_shape
     M, draws = cfg.eval.draws, min(cfg.certify.batch, cfg.certify.n)
-    ekey = jax.random.key(3)
-
-    def evaluate(v, idx, x):
-        keys = parallel.example_keys(ekey, idx)
-        dk = jax.vmap(lambda k: jax.random.split(k, M))(keys)
-        return jax.vmap(lambda ks: clf.apply(v, ks, x), in_axes=1)(dk).mean(0)
-
-    def grad(v, idx, x, y):
-        return attacks.loss_grad(lambda k, xi: clf.apply(v, k, xi), parallel.example_keys(ekey, idx), x, y)
-
-    def certify_chunk(v, idx, x):
-        keys = parallel.example_keys(ekey, idx)
-        one = parallel.per_example(lambda k, xi: clf.apply(v, k, xi))
-        j = jnp.arange(draws, dtype=jnp.int32)
-        dk = jax.vmap(lambda k: jax.vmap(lambda jj: jax.random.fold_in(k, jj))(j))(keys)
-        return jax.vmap(one, in_axes=(1, None))(dk, x).argmax(-1)
+    evaluate, grad, certify_chunk = _eval_programs(clf, M, draws)
 
     def args(b):
         return sds((b, *shape)), sds((b,), jnp.int32), sds((b,), jnp.int32)
@@ -428,7 +438,6 @@ def gpu_memory(name: str, target: str, devices: tuple[int, ...] = (1, 8), remats
     ds = dataset(base)
     shape = ds.image_shape
     M, draws = base.eval.draws, min(base.certify.batch, base.certify.n)
-    ekey = jax.random.key(3)
 
     def record(prog: str, n: int, m: dict[str, Any], batch: int) -> None:
         m = dict(m, global_batch=batch, per_device_batch=batch // n, gib=m["peak_estimate"] / 2**30,
@@ -459,21 +468,7 @@ def gpu_memory(name: str, target: str, devices: tuple[int, ...] = (1, 8), remats
             clf, _, _, _ = _step_parts(base, ds)
             variables = gpu_aot.abstract(jax.eval_shape(lambda: classifier.init_variables(clf.config, jax.random.key(0))),
                                          repl)
-
-            def evaluate(v, idx, x):
-                keys = parallel.example_keys(ekey, idx)
-                dk = jax.vmap(lambda k: jax.random.split(k, M))(keys)
-                return jax.vmap(lambda ks: clf.apply(v, ks, x), in_axes=1)(dk).mean(0)
-
-            def grad(v, idx, x, y):
-                return attacks.loss_grad(lambda k, xi: clf.apply(v, k, xi), parallel.example_keys(ekey, idx), x, y)
-
-            def certify_chunk(v, idx, x):
-                keys = parallel.example_keys(ekey, idx)
-                one = parallel.per_example(lambda k, xi: clf.apply(v, k, xi))
-                j = jnp.arange(draws, dtype=jnp.int32)
-                dk = jax.vmap(lambda k: jax.vmap(lambda jj: jax.random.fold_in(k, jj))(j))(keys)
-                return jax.vmap(one, in_axes=(1, None))(dk, x).argmax(-1)
+            evaluate, grad, certify_chunk = _eval_programs(clf, M, draws)
             for prog, fn, b in (("evaluate", evaluate, base.eval.batch_size),
                                 ("attack_grad", grad, base.attack.batch_size),
                                 ("certify_chunk", certify_chunk, base.certify.image_batch)):
