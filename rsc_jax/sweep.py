@@ -30,17 +30,20 @@ from rsc_jax import config
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-    """Registers the command-line flags, once. Not at import time: sweep files import this
-    module for ``coding_grid`` while it also runs as ``__main__``."""
-    if "sweep" in FLAGS:
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Registers the command-line flags on ``flag_values``, once. Not at import time: sweep
+    files import this module for ``coding_grid`` while it also runs as ``__main__``; a process
+    that already imported ``rsc_jax.main`` (whose ``--workdir`` and ``--progress`` mean other
+    things) passes its own ``flags.FlagValues()``."""
+    if "sweep" in flag_values:
         return
-    flags.DEFINE_string("sweep", None, "Sweep file (defines get_sweep()).")
-    flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("sweep", None, "Sweep file (defines get_sweep()).", **fv)
+    flags.DEFINE_string("workdir", None, "Root directory of the sweep.", **fv)
     flags.DEFINE_string("only", "", "Run only runs whose directory name (NAME_seedS) contains this "
-                        "string, e.g. 'rsc2_sigma0.3' or '_seed1'.")
-    flags.DEFINE_bool("collect_only", False, "Only collect the results of finished runs.")
-    flags.DEFINE_bool("progress", False, "Show tqdm bars inside runs.")
+                        "string, e.g. 'rsc2_sigma0.3' or '_seed1'.", **fv)
+    flags.DEFINE_bool("collect_only", False, "Only collect the results of finished runs.", **fv)
+    flags.DEFINE_bool("progress", False, "Show tqdm bars inside runs.", **fv)
 
 DONE = "sweep_done.json"
 

@@ -26,14 +26,31 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         return                    # xdist controller: runs no tests; each worker sets its own
+    os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""))
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rsc_jax_test_xla_cache_")
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
+# XLA:CPU's LLVM backend at -O0 in the tests and their subprocesses (ours). Most of the
+# suite's time is XLA compiling small programs (a toy attack job: 3.4 s at the default -O2,
+# 0.8 s at -O0); the optimisation level changes how fast the machine code runs, not the
+# HLO, so every equality the tests assert is between programs compiled alike.
+# ``tests/test_backend.py`` checks batch invariance of the attack and judge programs at
+# the default level too. A level already in the user's XLA_FLAGS is kept.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+
+
+def xla_flags(*flags: str) -> str:
+    """``XLA_FLAGS`` for a test process: ``flags`` plus ``TEST_XLA_FLAGS`` unless they
+    already set the optimisation level."""
+    out = " ".join(f for f in flags if f)
+    return out if "xla_backend_optimization_level" in out else f"{out} {TEST_XLA_FLAGS}".strip()
+
+
 def run_python(code: str, *, devices: int = 1, timeout: int = 600) -> str:
     """Runs ``code`` in a fresh interpreter with ``devices`` CPU devices; returns stdout."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}"),
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=timeout, cwd=ROOT)

@@ -8,8 +8,12 @@ plain ``jax.jit`` to float32 summation-order noise, and that the wrapper behaves
 """
 
 import functools
+import json
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +21,10 @@ import numpy as np
 import pytest
 
 import rsc_jax
-from rsc_jax import backend, models
+from rsc_jax import backend, models, parallel
+from rsc_jax.evaluators import cascade, robustness
+from tests.conftest import ROOT
+from tests.test_robustness import reduced_config, toy_setup
 
 cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are XLA:CPU's")
 
@@ -124,3 +131,41 @@ def test_matmul_precision_policy():
     c.matmul_precision = "tf32"
     with pytest.raises(config_checks.ConfigError, match=r"config.matmul_precision.*'tf32'.*allowed"):
         config_checks.validate(c)
+
+
+_DEFAULT_LEVEL = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from rsc_jax import parallel
+from rsc_jax.evaluators import cascade, robustness
+from tests.test_robustness import reduced_config, toy_setup
+clf, _, _, x, y = toy_setup()
+out = {{}}
+for b in (8, 24):
+    c = reduced_config(b)
+    c.apgd, c.apgd_losses, c.apgd_steps = True, ("ce",), 3
+    jobs = [j for j in robustness.build_jobs(clf, c, {{}}, None) if j.name in ("clean", "apgd-ce")]
+    runner = cascade.Runner(clf.logits, x[:24], y[:24], c, parallel.make_mesh(1), False)
+    out[b] = {{j.name: {{k: v.tolist() for k, v in runner.run(j, np.arange(24)).items()}} for j in jobs}}
+print("RESULT" + json.dumps(out))
+"""
+
+
+@cpu_only
+def test_default_optimisation_level_keeps_batch_invariance_and_the_numbers():
+    """The suite compiles at -O0 (``tests/conftest.py``); here, in a process at XLA's
+    default level, the clean judge and an APGD-CE job give bit-identical outputs at batch
+    sizes 8 and 24, and the clean margins equal this process's (-O0) to float32 noise."""
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    p = subprocess.run([sys.executable, "-c", _DEFAULT_LEVEL.format(root=ROOT)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("RESULT"))[len("RESULT"):])
+    assert out["8"] == out["24"]
+    clf, _, _, x, y = toy_setup()
+    c = reduced_config(8)
+    job = next(j for j in robustness.build_jobs(clf, c, {}, None) if j.name == "clean")
+    here = cascade.Runner(clf.logits, x[:24], y[:24], c, parallel.make_mesh(1), False).run(job, np.arange(24))
+    np.testing.assert_allclose(here["margin"], out["8"]["clean"]["margin"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(here["avg"], out["8"]["clean"]["avg"])

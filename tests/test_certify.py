@@ -27,6 +27,7 @@ import scipy.stats
 from rsc_jax import certify as C
 from rsc_jax import coding, config, config_checks, parallel, report
 from rsc_jax.evaluators import certification
+from tests.conftest import xla_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -328,6 +329,7 @@ import jax
 assert jax.device_count() == 4, jax.devices()
 from rsc_jax import parallel
 from rsc_jax.evaluators import certification
+from tests.conftest import xla_flags
 from test_certify import ToyClassifier, toy_data, small_cfg
 images, labels = toy_data(6)
 res = certification.run(ToyClassifier(), images, labels, small_cfg(image_batch=4), workdir={wd!r},
@@ -343,7 +345,7 @@ def _read_jsonl(path):
 
 def test_one_vs_four_devices(tmp_path):
     wd4 = str(tmp_path / "four")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"),
                JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", _SUBPROCESS.format(root=ROOT, here=HERE, wd=wd4)],
                          env=env, capture_output=True, text=True, timeout=120)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rsc_jax import export
-from tests.conftest import ROOT
+from tests.conftest import ROOT, xla_flags
 
 SMALL = ["--config=configs/digits.py", "--config.dataset.num_train=256", "--config.dataset.num_test=50",
          "--config.train.epochs=1", "--config.model.width=0.25", "--config.coding.T=2",
@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 def _env():
-    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags())
 
 
 def _main(*args):

@@ -18,7 +18,7 @@ import pytest
 
 import rsc_jax
 from rsc_jax import classifier, config, export, report
-from tests.conftest import ROOT
+from tests.conftest import ROOT, xla_flags
 
 
 def _pyproject() -> dict:
@@ -113,7 +113,8 @@ def _install(tmp, editable: bool) -> dict[str, str]:
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     elsewhere = tmp / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["XLA_FLAGS"] = xla_flags()
     env["JAX_PLATFORMS"] = "cpu"
     return {"python": python, "script": str(venv / "bin" / "rsc-jax"), "src": str(src),
             "cwd": str(elsewhere), "env": env}

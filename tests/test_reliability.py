@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from rsc_jax import data, export, parallel, train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, xla_flags
 from tests.helpers import tiny_digits_config
 
 # Fault counters, reported in docs/RELIABILITY.md (printed by the tests with -s).
@@ -73,7 +73,7 @@ class Run:
 def _start(workdir: str, cache: str, tag: str, *extra: str) -> Run:
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = xla_flags()
     err = os.path.join(os.path.dirname(workdir), f"{os.path.basename(workdir)}.{tag}.stderr")
     f = open(err, "w")
     log = os.path.join(workdir, "log.txt")
@@ -432,7 +432,7 @@ print("RESULT" + json.dumps(out))
 @pytest.mark.slow
 def test_evaluation_and_certification_deterministic_across_runs_batches_devices(tmp_path):
     """Same JSON twice; identical per-example results for other batch sizes and 1 vs 4 devices."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu")
     p = subprocess.run([sys.executable, "-c", _DETERMINISM.format(root=ROOT)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -17,6 +17,7 @@ from sklearn.datasets import load_digits
 
 from rsc_jax import apgd, attacks, coding, config, config_checks, judging, metrics, parallel, report
 from rsc_jax.evaluators import masking, robustness
+from tests.conftest import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -296,7 +297,7 @@ _SUBPROCESS = textwrap.dedent("""
 @pytest.mark.slow
 def test_runner_identical_for_1_and_4_devices_subprocess(run8):
     """The 4-device run (forced host devices, in a subprocess) equals the 1-device run here."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu",
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     code = _SUBPROCESS.format(tests=os.path.join(REPO, "tests"))
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from rsc_jax import progress, terminal
-from tests.conftest import ROOT
+from tests.conftest import ROOT, xla_flags
 from tests.test_reliability import _variables, committed_steps, metrics_steps, tmp_dirs
 
 # Small steps, many of them, and no periodic checkpoint before the epoch ends: the only
@@ -30,7 +30,7 @@ TOTAL_STEPS = 1437 // 16
 
 def _env() -> dict[str, str]:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = xla_flags()
     return env
 
 

@@ -71,8 +71,10 @@ def test_sweep_runs_resumes_and_collects(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "run", lambda cfg, d, modes, progress: calls.append(d) or real(cfg, d, modes, progress=False))
     argv = ["sweep", f"--sweep={sw}", f"--workdir={tmp_path / 'out'}"]
     from absl import flags
-    sweep.define_flags()
-    flags.FLAGS(argv)
+    fv = flags.FlagValues()               # another test in this process may have imported rsc_jax.main
+    monkeypatch.setattr(sweep, "FLAGS", fv)
+    sweep.define_flags(fv)
+    fv(argv)
     sweep.main(argv)
     assert len(calls) == 2
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -81,7 +83,6 @@ def test_sweep_runs_resumes_and_collects(tmp_path, monkeypatch):
     assert "| a | 1 |" in (tmp_path / "out" / "results.md").read_text()
     sweep.main(argv)                      # finished runs are not redone
     assert len(calls) == 2
-    flags.FLAGS.unparse_flags()
 
 
 @pytest.mark.parametrize("name", ["digits_controlled", "mnist_controlled", "cifar10_controlled"])
