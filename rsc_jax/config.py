@@ -143,6 +143,11 @@ def evaluation() -> ml_collections.ConfigDict:
     return _dict(batch_size=256, draws=10)
 
 
+# The budget fields the doubled-budget convergence check can double (``doubled_fields``).
+DOUBLEABLE: tuple[str, ...] = ("apgd_steps", "apgd_eot", "apgd_restarts", "strong_steps", "strong_eot",
+                               "square_queries")
+
+
 def attack() -> ml_collections.ConfigDict:
     """``config.attack``: the robustness evaluation (``evaluators/robustness.py``).
 
@@ -168,9 +173,10 @@ def attack() -> ml_collections.ConfigDict:
     stream of M draws; ``cascade`` runs each attack only on the examples no earlier one
     broke (the same worst case, bit for bit, at a fraction of the cost), every attack's
     own row on the first ``standalone_examples`` images. ``doubled_budget`` re-runs the
-    worst case with twice the steps, EOT draws, restarts and queries on the first
-    ``doubled_examples`` images and flags it when the exact McNemar test says the doubled
-    budget breaks more (``convergence_alpha``). ``convergence`` (on) measures APGD-CE's
+    worst case with each field of ``doubled_fields`` doubled (default: every field of
+    ``DOUBLEABLE``, the steps, EOT draws, restarts and queries; APGD then costs 8 times
+    as much) on the first ``doubled_examples`` images and flags it when the exact McNemar
+    test says the doubled budget breaks more (``convergence_alpha``). ``convergence`` (on) measures APGD-CE's
     robust accuracy against gradient evaluations (steps x EOT draws) on the first
     ``convergence_examples`` test images.
     ``poisson_adaptive`` (on; only Poisson-coded models) adds, at every strong eps and each
@@ -197,7 +203,7 @@ def attack() -> ml_collections.ConfigDict:
         sanity=True, sanity_eps=64 / 255, sanity_steps=20, sanity_eot=10,
         apgd=False, apgd_losses=("ce", "dlr"), apgd_steps=100, apgd_eot=20, apgd_restarts=1,
         cascade=True, standalone_examples=500,
-        doubled_budget=True, doubled_examples=500, convergence_alpha=0.05,
+        doubled_budget=True, doubled_examples=500, doubled_fields=DOUBLEABLE, convergence_alpha=0.05,
         convergence=True, convergence_steps=(10, 50, 100, 200), convergence_eot=(1, 5, 20, 50),
         convergence_examples=64,
         poisson_adaptive=True, gumbel_temperatures=(0.5,), poisson_exact_max=1024, poisson_exact_eot=2,

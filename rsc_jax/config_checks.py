@@ -133,6 +133,11 @@ def check_attack(c: Any, p: str = "config.attack.") -> None:
     validation.check_int(p + "poisson_exact_max", c.poisson_exact_max, 0, error=E)
     validation.check_int(p + "poisson_exact_eot", c.poisson_exact_eot, 1, error=E)
     validation.check_int(p + "doubled_examples", c.doubled_examples, 1, all_value=-1, error=E)
+    f = c.doubled_fields
+    if (not isinstance(f, (tuple, list)) or not f or len(set(f)) != len(f)
+            or not all(isinstance(n, str) and n in config.DOUBLEABLE for n in f)):
+        validation.fail(p + "doubled_fields", f, f"must be a non-empty tuple of distinct names from "
+                                                 f"{list(config.DOUBLEABLE)}", E)
     validation.check_number(p + "convergence_alpha", c.convergence_alpha, low=0.0, high=1.0, low_open=True,
                             error=E)
     _ints(c, p, 1, "steps", "eot", "strong_steps", "strong_eot", "judge_draws", "batch_size", "select_draws",

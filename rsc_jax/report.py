@@ -102,9 +102,10 @@ def convergence_markdown(result: Mapping[str, Any]) -> str:
     lines = ["## Attack convergence", ""]
     d = result.get("doubled")
     if d:
-        fields = ", ".join(f"{k} {v}" for k, v in d["fields"].items())
+        doubled = d.get("doubled", list(d["fields"]))
+        fields = ", ".join(f"{k} {v}" for k, v in d["fields"].items() if k in doubled)
         lines += [f"Worst case at l_inf eps {result['eps_255']:.3g}/255 on the first {d['n_examples']} test images "
-                  f"(preset `{result['preset']}`) at the run's budget and at twice it ({fields}), judged on the "
+                  f"(preset `{result['preset']}`) at the run's budget and with {fields} (doubled), judged on the "
                   f"same report-stream draws: {d['acc_avg']:.3f} -> {d['acc_avg_doubled']:.3f} "
                   f"[{d['ci95_doubled'][0]:.3f}, {d['ci95_doubled'][1]:.3f}].", ""]
     grid = result.get("grid")

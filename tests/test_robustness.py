@@ -416,6 +416,8 @@ def test_quick_config():
     ("square_p_init", 2.0, r"config\.attack\.square_p_init=2\.0"),
     ("grad_min_frac", 1.5, r"config\.attack\.grad_min_frac=1\.5"),
     ("strong_eps", (0.0,), r"config\.attack\.strong_eps"),
+    ("doubled_fields", ("apgd_steps", "steps"), r"config\.attack\.doubled_fields=.*'steps'.*'apgd_eot'"),
+    ("doubled_fields", (), r"config\.attack\.doubled_fields=\(\) .*non-empty"),
 ])
 def test_validate_config_errors(field, value, match):
     c = config.attack()

@@ -78,6 +78,16 @@ def test_a_job_compiled_at_one_eps_steps_right_at_another():
         assert float(np.mean(np.abs(np.asarray(xa - x)) >= 32 / 255 - 1e-6)) == 1.0, fam
 
 
+def test_doubled_config_doubles_the_named_fields_only():
+    from rsc_jax.evaluators import convergence
+    c = config.attack()
+    c.doubled_fields = ("apgd_steps", "square_queries")
+    d = convergence.doubled_config(c)
+    assert (d.apgd_steps, d.square_queries) == (2 * c.apgd_steps, 2 * c.square_queries)
+    assert all(d[k] == c[k] for k in config.DOUBLEABLE if k not in c.doubled_fields)
+    assert convergence.doubled_config(config.attack()).apgd_restarts == 2 * c.apgd_restarts
+
+
 def test_choose_by_hand():
     nan = np.nan
     # 4 examples, 3 attacks in cascade order (judge-stream correctness, margins)
@@ -192,6 +202,7 @@ def test_doubled_budget_check_fires_on_a_masked_model_and_not_on_a_converged_one
                           variants={})
     ch = res["checks"][0]
     assert ch["name"] == "converged-doubled-budget" and res["doubled"]["fields"]["square_queries"] == 8
+    assert res["doubled"]["doubled"] == list(config.DOUBLEABLE)
     assert res["doubled"]["n_examples"] == n
     if masked:
         assert ch["status"] == "FLAG" and ch["b"] > ch["c"] and ch["mcnemar_p"] < 0.05, ch

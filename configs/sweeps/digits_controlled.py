@@ -6,8 +6,12 @@ noise-matched control of the Poisson SNN), T = 4, three seeds, attacked on all 3
 images with the strong attacks at 32/255 and certified with n = 10,000 on all of them.
 Attacks: ``config.RAND_ATTACK`` (APGD-CE and APGD-DLR, 100 steps x EOT-20, transfer
 from the ANN twin and the noise-free copy, the ensemble, the adaptive Poisson attacks)
-with two cuts for the CPU, so the reports name the preset ``custom``: Square with one
-draw per query (5,000 queries), and the convergence grid's EOT up to 20 (not 50).
+with cuts for the CPU, so the reports name the preset ``custom``: Square with one
+draw per query (5,000 queries), the convergence grid's EOT up to 20 (not 50), every
+attack's own row on the first 120 images (the worst case's cascade on all 360), and the
+doubled-budget check on those 120, doubling APGD's and PGD's steps and Square's queries
+but not the EOT draws and restarts (twice the gradient evaluations, not eight times).
+Measured cost and sizing: docs/EVALUATION.md.
 Per-image results are paired across runs and seeds by the claims ledger
 (``configs/claims.py``, scripts/controlled.py).
 
@@ -16,7 +20,8 @@ Per-image results are paired across runs and seeds by the claims ledger
 
 from rsc_jax.sweep import RAND, WIDE_LINF, controlled_runs
 
-CPU_CUTS = {"attack.square_draws": 1, "attack.convergence_eot": (1, 5, 20)}
+CPU_CUTS = {"attack.square_draws": 1, "attack.convergence_eot": (1, 5, 20), "attack.standalone_examples": 120,
+            "attack.doubled_examples": 120, "attack.doubled_fields": ("apgd_steps", "strong_steps", "square_queries")}
 
 
 def get_sweep():

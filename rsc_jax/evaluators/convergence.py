@@ -6,8 +6,9 @@ Adversarial Robustness", Sec. 5: report accuracy against attack budget and check
 has converged):
 
 - ``doubled``: the worst case at the first strong eps re-run with twice the budget
-  (``DOUBLED``: APGD steps, EOT draws and restarts, the strong PGD's steps and EOT,
-  Square's queries) on the first ``doubled_examples`` images, through the same cascade,
+  (each field of ``doubled_fields``, default every one of ``DOUBLED``: APGD steps, EOT
+  draws and restarts, the strong PGD's steps and EOT, Square's queries) on the first
+  ``doubled_examples`` images, through the same cascade,
   judged on the same report-stream draws as the run's own worst case, so the two are
   paired image by image. It is flagged when the exact McNemar test (``metrics.mcnemar_exact``)
   rejects at ``convergence_alpha`` with more images broken by the doubled budget than
@@ -30,7 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from rsc_jax import apgd, backend, config_checks, judging, metrics, parallel, report
+from rsc_jax import apgd, backend, config, config_checks, judging, metrics, parallel, report
 from rsc_jax.evaluators import attack_suite, cascade, common
 from rsc_jax.evaluators import robustness as rob
 
@@ -49,14 +50,13 @@ def _batch_fn(logits_fn: Callable, cfg: Any, eps: float, steps: tuple[int, ...],
     return fn
 
 
-DOUBLED: tuple[str, ...] = ("apgd_steps", "apgd_eot", "apgd_restarts", "strong_steps", "strong_eot",
-                            "square_queries")
+DOUBLED: tuple[str, ...] = config.DOUBLEABLE
 
 
 def doubled_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The effective attack config ``cfg`` with every field of ``DOUBLED`` doubled."""
+    """The effective attack config ``cfg`` with every field of ``cfg.doubled_fields`` doubled."""
     out = ml_collections.ConfigDict(cfg.to_dict())
-    for k in DOUBLED:
+    for k in cfg.doubled_fields:
         out[k] = 2 * cfg[k]
     out.quick = False                      # cfg is already the effective config
     return out
@@ -167,8 +167,9 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
         after = metrics.unpack_correct(after_w["correct_avg"])
         checks.append(_flag("converged-doubled-budget", before, after,
                             f"worst case of {len(after_w['attacks'])} attacks at {eps * 255:.3g}/255 with "
-                            f"{', '.join(DOUBLED)} doubled", cfg.convergence_alpha))
-        doubled = {"n_examples": n, "fields": {k: dcfg[k] for k in DOUBLED}, "attacks": after_w["attacks"],
+                            f"{', '.join(cfg.doubled_fields)} doubled", cfg.convergence_alpha))
+        doubled = {"n_examples": n, "fields": {k: dcfg[k] for k in DOUBLED}, "doubled": list(cfg.doubled_fields),
+                   "attacks": after_w["attacks"],
                    "acc_avg": float(np.mean(before)), "acc_avg_doubled": float(np.mean(after)),
                    "ci95_doubled": after_w["ci95_avg"], "correct_avg_doubled": after_w["correct_avg"],
                    "passes_per_example_doubled": after_w["passes_per_example"]}
