@@ -33,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # XLA:CPU's LLVM backend at -O0 in the tests and their subprocesses (ours). Most of the
-# suite's time is XLA compiling small programs (a toy attack job: 3.4 s at the default -O2,
+# suite's time is XLA compiling small programs (a toy attack job: 3.4 s at the default level,
 # 0.8 s at -O0); the optimisation level changes how fast the machine code runs, not the
 # HLO, so every equality the tests assert is between programs compiled alike.
 # ``tests/test_backend.py`` checks batch invariance of the attack and judge programs at
