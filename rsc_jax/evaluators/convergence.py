@@ -6,7 +6,7 @@ Adversarial Robustness", Sec. 5: report accuracy against attack budget and check
 has converged):
 
 - ``doubled``: the worst case at the first strong eps re-run with twice the budget
-  (each field of ``doubled_fields``, default every one of ``DOUBLED``: APGD steps, EOT
+  (each field of ``doubled_fields``, default every one of ``config.DOUBLEABLE``: APGD steps, EOT
   draws and restarts, the strong PGD's steps and EOT, Square's queries) on the first
   ``doubled_examples`` images, through the same cascade,
   judged on the same report-stream draws as the run's own worst case, so the two are
@@ -48,9 +48,6 @@ def _batch_fn(logits_fn: Callable, cfg: Any, eps: float, steps: tuple[int, ...],
         return {str(t): judging.judge(logits_fn, jk, info["snapshots"][j], y, draws=cfg.judge_draws)["correct_avg"]
                 for j, t in enumerate(steps)}
     return fn
-
-
-DOUBLED: tuple[str, ...] = config.DOUBLEABLE
 
 
 def doubled_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -168,8 +165,8 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
         checks.append(_flag("converged-doubled-budget", before, after,
                             f"worst case of {len(after_w['attacks'])} attacks at {eps * 255:.3g}/255 with "
                             f"{', '.join(cfg.doubled_fields)} doubled", cfg.convergence_alpha))
-        doubled = {"n_examples": n, "fields": {k: dcfg[k] for k in DOUBLED}, "doubled": list(cfg.doubled_fields),
-                   "attacks": after_w["attacks"],
+        doubled = {"n_examples": n, "fields": {k: dcfg[k] for k in config.DOUBLEABLE},
+                   "doubled": list(cfg.doubled_fields), "attacks": after_w["attacks"],
                    "acc_avg": float(np.mean(before)), "acc_avg_doubled": float(np.mean(after)),
                    "ci95_doubled": after_w["ci95_avg"], "correct_avg_doubled": after_w["correct_avg"],
                    "passes_per_example_doubled": after_w["passes_per_example"]}
