@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsc_jax import __version__, coding, models, validation
+from rsc_jax import __version__, coding, models, neurons, validation
+from rsc_jax.models import layers
 
 Array = jax.Array
 FORMAT_VERSION = 1   # version of the description ``classifier_config`` writes (an export's config.json)
@@ -154,6 +155,21 @@ class Classifier:
         """``apply`` with the stored variables; differentiable in ``x``."""
         return self.apply(self.params, key, x)
 
+    def stateful(self, key: Array, x: Array, state: Any = None, update: bool = True) -> tuple[Array, Any]:
+        """Logits ``[B, classes]`` of a model whose surrogate carries a state across the
+        passes of an attack (``neurons.STATEFUL``, after ``with_neuron(surrogate="assg-ema")``),
+        and the state after this pass.
+
+        ``state`` None starts it (M = 1, D = 0 in every spiking layer); ``update``: whether
+        this pass updates it (the first of a step's EOT draws) or reads it (the others).
+        The state is a pytree of ``[T, B, ...]`` arrays (the ``"assg"`` collection)."""
+        enc = self.encode(key, x)
+        variables = self.params if state is None else {**self.params, layers.STATE: state}
+        if update:
+            out, mut = self.model.apply(variables, enc, train=False, mutable=[layers.STATE])
+            return out, mut[layers.STATE]
+        return self.model.apply(variables, enc, train=False), state
+
     def with_neuron(self, **neuron: Any) -> "Classifier":
         """The same weights with other neuron options (e.g. ``surrogate="atan"``,
         ``alpha=8.0``, ``grad_mode="bptr"``): forward spikes are unchanged when only
@@ -164,6 +180,8 @@ class Classifier:
                              f"allowed: {list(models.NEURON_FIELDS)}")
         cfg = json.loads(json.dumps(self.config))
         cfg["model"]["overrides"].update(neuron)
+        if neuron.get("surrogate") in neurons.STATEFUL and cfg["model"]["overrides"].get("remat"):
+            cfg["model"]["overrides"]["remat"] = False    # the lean path has no state (same forward values)
         return Classifier(cfg, self.params)
 
     def with_coding(self, **coding_cfg: Any) -> "Classifier":

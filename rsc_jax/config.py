@@ -165,7 +165,11 @@ def attack() -> ml_collections.ConfigDict:
     steps, EOT-20); ``apgd`` (off by default) adds APGD with each of ``apgd_losses`` at
     every strong eps and, with ``l2_apgd``, APGD-CE on the l_2 grid. ``transfer_expectation`` (off by
     default) adds APGD crafted on the noise-free copy of the model (same weights, direct
-    coding) at every strong eps.
+    coding) at every strong eps. ``sapgd`` (off by default) adds SA-PGD (``sapgd.py``, Wang
+    et al., arXiv 2512.22522) with the APGD budget at every strong eps: through the
+    model's own gradient and, for spiking models, through the published ASSG (running
+    statistics carried across the attack's passes) and PDSG surrogates
+    (``neurons.LAYER_SURROGATES``).
 
     The worst case (ours; ``evaluators/robustness.py``): per strong eps, per example, the
     point of the first attack in cascade order that the judge stream's M-averaged logits
@@ -202,6 +206,7 @@ def attack() -> ml_collections.ConfigDict:
         square=True, square_queries=1000, square_p_init=0.05, square_draws=1,
         sanity=True, sanity_eps=64 / 255, sanity_steps=20, sanity_eot=10,
         apgd=False, apgd_losses=("ce", "dlr"), apgd_steps=100, apgd_eot=20, apgd_restarts=1,
+        sapgd=False,
         cascade=True, standalone_examples=500,
         doubled_budget=True, doubled_examples=500, doubled_fields=DOUBLEABLE, convergence_alpha=0.05,
         convergence=True, convergence_steps=(10, 50, 100, 200), convergence_eot=(1, 5, 20, 50),

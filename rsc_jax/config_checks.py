@@ -122,7 +122,7 @@ def check_train(c: Any, ev: Any, p: str = "config.") -> None:
 def check_attack(c: Any, p: str = "config.attack.") -> None:
     """The ``config.attack`` section (``config.attack()``)."""
     _fields(c, config.attack, p)
-    _bools(c, p, "random_start", "common_random_numbers", "fgsm", "l2", "ensemble", "bptr", "transfer",
+    _bools(c, p, "random_start", "common_random_numbers", "fgsm", "l2", "ensemble", "bptr", "sapgd", "transfer",
            "square", "sanity", "gradient_check", "quick", "apgd", "transfer_expectation", "poisson_adaptive",
            "cascade", "doubled_budget", "l2_apgd")
     validation.check_grid(p + "gumbel_temperatures", c.gumbel_temperatures, min_len=1, positive=True,

@@ -60,7 +60,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 STREAM_CRAFT = 7        # torchattacks' crafting keys: fold_in(fold_in(key(seed), 7), attack); ours use 0, 1, 2
-STREAM_JUDGE = 1        # evaluators.robustness.STREAM_JUDGE: the judge draws both sides are judged on
+STREAM_JUDGE = 1        # evaluators.robustness.STREAM_JUDGE: the clean row's draws (and old reports' worst case)
 ATTACKS = ("apgd-ce", "apgd-dlr", "square")
 
 
@@ -98,6 +98,14 @@ def unpack_correct(s: str) -> np.ndarray:
     if not isinstance(s, str) or not s or s.strip("01"):
         raise ValueError(f"correct string {str(s)[:40]!r} is not a non-empty string of 0s and 1s")
     return np.frombuffer(s.encode("ascii"), np.uint8) == ord("1")
+
+
+def entry_judge(entry: dict[str, Any], draws: int) -> tuple[int, int]:
+    """``(stream, draws)`` a worst-case entry of ``robustness.json`` was judged on: its
+    ``judge`` field (the cascade's fresh report stream, ``evaluators.cascade.STREAM_REPORT``),
+    else the judge stream and the report's ``judge_draws`` (reports written before it)."""
+    j = entry.get("judge") or {}
+    return int(j.get("stream", STREAM_JUDGE)), int(j.get("draws", draws))
 
 
 def ours_per_example(report: dict[str, Any], entry: dict[str, Any]) -> np.ndarray | None:
@@ -277,13 +285,13 @@ def run_attack(name: str, model: Any, x: np.ndarray, y: np.ndarray, eps: float, 
     return np.ascontiguousarray(adv)
 
 
-def judge_fn(clf: Any, seed: int, draws: int) -> Callable:
-    """The evaluator's judge: ``(idx, x, y) -> correct_avg`` on keys (seed, i, stream 1)."""
+def judge_fn(clf: Any, seed: int, draws: int, stream: int = STREAM_JUDGE) -> Callable:
+    """The evaluator's judge: ``(idx, x, y) -> correct_avg`` on keys (seed, i, ``stream``)."""
     from rsc_jax import backend, judging
 
     @backend.jit
     def fn(idx, x, y):
-        jk = judging.example_keys(seed, idx, stream=STREAM_JUDGE)
+        jk = judging.example_keys(seed, idx, stream=stream)
         return judging.judge(clf.logits, jk, x, y, draws=draws)["correct_avg"]
     return fn
 
@@ -362,31 +370,41 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     clean_row = next((r for r in report.get("results", []) if r.get("name") == "clean"), None)
     clean_check: dict[str, Any] = {"acc_avg_here": float(clean.mean())}
     if clean_row is not None:
-        ref = unpack_correct(clean_row["correct_avg"])[:n] if isinstance(clean_row.get("correct_avg"), str) else None
-        clean_check["acc_avg_report"] = float(clean_row["acc_avg"]) if n == n_rep else (
+        # the clean row covers its own n_examples (the standalone rows' subset: a prefix)
+        n_row = int(clean_row.get("n_examples", n_rep))
+        m = min(n, n_row)
+        ref = unpack_correct(clean_row["correct_avg"])[:m] if isinstance(clean_row.get("correct_avg"), str) else None
+        clean_check["examples_compared"] = m
+        clean_check["acc_avg_report"] = float(clean_row["acc_avg"]) if m == n_row else (
             float(ref.mean()) if ref is not None else None)
-        clean_check["per_example_equal"] = None if ref is None else bool(np.array_equal(ref, clean))
+        clean_check["per_example_equal"] = None if ref is None else bool(np.array_equal(ref, clean[:m]))
         # per example where the report has the strings; else the count (acc_avg is a float32)
         differs = (not clean_check["per_example_equal"]) if ref is not None else (
-            clean_check["acc_avg_report"] is not None and abs(clean_check["acc_avg_report"] - clean.mean()) > 0.5 / n)
+            clean_check["acc_avg_report"] is not None and abs(clean_check["acc_avg_report"] - clean[:m].mean()) > 0.5 / m)
         if differs:
-            raise RuntimeError(f"clean accuracy here {clean.mean():.6f} differs from robustness.json's "
+            raise RuntimeError(f"clean accuracy here {clean[:m].mean():.6f} differs from robustness.json's "
                                f"{clean_check['acc_avg_report']:.6f}: not the same images or judge draws")
 
-    comparisons, timings = [], {}
+    comparisons, timings, judges = [], {}, {}
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     for e_i, entry in enumerate(report["worst_case"]):
         eps = float(entry["eps"])
         if not any(abs(eps - float(s)) < 1e-12 for s in rcfg["strong_eps"]):
             continue
-        theirs = {}
+        # both sides judged on the draws our worst case was judged on; robust means clean-correct
+        # too where our union has the clean row, so theirs has it as well
+        stream, e_draws = entry_judge(entry, draws)
+        if (stream, e_draws) not in judges:
+            judges[stream, e_draws] = judge_fn(clf, seed, e_draws, stream)
+        efn = judges[stream, e_draws]
+        theirs = {"clean": judge_all(efn, x, y, jb)} if "clean" in entry.get("attacks", ()) else {}
         for a_i, name in enumerate(args.attacks):
             key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), STREAM_CRAFT),
                                                         e_i), a_i)
             model = make_torch_model(clf.logits, key)
             t = time.time()
             adv = run_attack(name, model, x, y, eps, args)
-            theirs[name] = judge_all(jfn, adv, y, jb)
+            theirs[name] = judge_all(efn, adv, y, jb)
             timings[f"{name}@{eps * 255:.3g}/255"] = {"seconds": time.time() - t, "model_calls": model.calls}
             print(f"  {name} eps={eps * 255:.3g}/255: acc_avg {theirs[name].mean():.4f} "
                   f"({time.time() - t:.0f}s, {model.calls} model calls)", flush=True)
@@ -399,7 +417,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 raise ValueError("--n_examples below robustness.json's needs its per-example correct_avg")
             k = int(ours_ex.sum())
             e.update(acc_avg=k / n, ci95_avg=list(metrics.binomial_interval(k, n)))
-        comparisons.append(compare(e, theirs, ours_ex))
+        c = compare(e, theirs, ours_ex)
+        c["judge"] = {"stream": stream, "draws": e_draws}
+        comparisons.append(c)
     if not comparisons:
         raise ValueError(f"{args.robustness} has no worst_case entry at config.strong_eps={rcfg['strong_eps']}")
 
@@ -414,7 +434,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      "seed": args.seed, "batch_size": args.batch_size, "n_examples": n,
                      "crafting_keys": f"fold_in(fold_in(fold_in(key({seed}), {STREAM_CRAFT}), eps index), "
                                       "attack index), folded with the call counter: one coding draw per call",
-                     "judge": {"seed": seed, "stream": STREAM_JUDGE, "draws": draws, "by": "correct_avg",
+                     "judge": {"seed": seed, "stream": "each worst-case entry's (comparisons[i].judge); the "
+                               f"clean check on stream {STREAM_JUDGE}", "draws": draws, "by": "correct_avg",
                                "batch_size": jb},
                      "rule": "consistent when ours <= theirs + (hi - lo) / 2 of our 95% interval"},
         "ours_preset": report.get("preset"), "data": data_info, "clean_check": clean_check,

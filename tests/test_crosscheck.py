@@ -8,6 +8,8 @@ has neither, so those tests skip there); run them with a Python that has both, e
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -80,6 +82,16 @@ def test_compare_without_per_example_strings_says_so():
     c = xc.compare(_entry(ours), {"apgd-ce": np.zeros(20, bool)}, None)
     assert c["union"] is None and c["mcnemar"] is None and "no per-example correct_avg" in c["per_example_note"]
     assert c["verdict"] == "ours is weaker"                     # 1.0 > 0 + h
+
+
+def test_entry_judge_reads_the_stream_the_worst_case_was_judged_on():
+    """The cascade's worst case is judged on the fresh report stream: the cross-check judges
+    torchattacks' points on the same stream and draws; older reports: the judge stream."""
+    from rsc_jax.evaluators import cascade
+    assert xc.entry_judge({"judge": {"stream": cascade.STREAM_REPORT, "draws": 10}}, 4) == (3, 10)
+    assert xc.entry_judge({"eps": 8 / 255}, 4) == (xc.STREAM_JUDGE, 4) == (cascade.STREAM_JUDGE, 4)
+    assert xc.STREAM_CRAFT not in (cascade.STREAM_ATTACK, cascade.STREAM_JUDGE, cascade.STREAM_SELECT,
+                                   cascade.STREAM_REPORT)
 
 
 def test_ours_per_example_from_rows_when_the_entry_lacks_it():
@@ -183,3 +195,34 @@ def test_attacks_stay_in_the_ball(tiny, protocol):
         assert adv.shape == x.shape and adv.dtype == np.float32
         assert np.abs(adv - x).max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
         assert mod.calls > 1
+
+
+# --------------------------------------------------------------------------- tables and the SA-PGD anchor
+
+def test_table_rows_carry_the_checking_scripts_verdict(tmp_path):
+    """scripts/crosscheck_table.py: one row per run, check and eps, the verdict as the
+    checking script wrote it; the marked block of a document replaced, the rest kept."""
+    tab = load_script("crosscheck_table")
+    ours = np.array([1, 1, 1, 1, 0, 0, 1, 1, 1, 1], bool)
+    c = xc.compare(_entry(ours, correct_avg="".join("1" if v else "0" for v in ours)),
+                   {"clean": np.ones(10, bool), "sapgd-assg": np.array([1, 0, 1, 1, 0, 1, 1, 1, 1, 1], bool)}, ours)
+    (tmp_path / "anchor").mkdir()
+    (tmp_path / "anchor" / "snn_seed0.json").write_text(json.dumps(
+        {"settings": {"attack": "sapgd"}, "comparisons": [c], "seconds": 12.0}))
+    (tmp_path / "anchor" / "notes.json").write_text("{}")                # not a check: skipped
+    doc = tmp_path / "doc.md"
+    doc.write_text("before\n<!-- t -->\nold\n<!-- /t -->\nafter\n")
+    text = tab.main(["--inputs", str(tmp_path / "anchor"), "--doc", str(doc), "--marker", "t"])
+    row = text.splitlines()[2]
+    # theirs breaks 1 and 4, ours 4 and 5: worst 0.8 each, union 0.7 (1, 4, 5), b = 1 (1), c = 1 (5)
+    assert row.startswith("| snn_seed0 | SA-PGD | 8/255 | sapgd-assg 0.800 | 0.800 [0.444, 0.975] | 0.800 [")
+    assert "clean" not in row and f"| 0.700 | 1, 1, 1 | {c['verdict']} | 12 |" in row
+    assert doc.read_text().startswith("before\n<!-- t -->\n| run |") and doc.read_text().endswith("<!-- /t -->\nafter\n")
+
+
+def test_anchor_reads_the_runs_attack_config_with_sapgd_on():
+    anchor = load_script("anchor_sapgd")
+    c = anchor.attack_config({"config": {"apgd_steps": 7, "strong_eps": [0.1], "not_a_field": 1}}, None, 3)
+    assert c.sapgd and c.apgd_steps == 7 and c.apgd_eot == 3 and c.strong_eps == (0.1,) and "not_a_field" not in c
+    with pytest.raises(SystemExit):
+        anchor.parse_args(["--run", "/nonexistent", "--out", "x.json"])

@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 
-from rsc_jax import apgd, attacks
+from rsc_jax import apgd, attacks, sapgd
 from rsc_jax.evaluators.common import LogitsFn
 
 Array = jax.Array
@@ -48,7 +48,7 @@ Craft = Callable[[Array, Array, Array, Array], tuple[Array, dict[str, Array]]]
 # The cascade's order of families at one eps (module docstring); families up to and
 # including "square" are the common set every model gets.
 ORDER: tuple[str, ...] = ("clean", "apgd", "pgd-strong", "pgd-eot", "pgd", "fgsm", "square",
-                          "ensemble", "transfer", "expectation", "poisson")
+                          "ensemble", "sapgd", "transfer", "expectation", "poisson")
 COMMON: frozenset[str] = frozenset(ORDER[:ORDER.index("square") + 1])
 
 
@@ -106,6 +106,7 @@ class Suite:
     relaxations: Mapping[str, LogitsFn] | None = None   # Poisson: {"gumbel@TAU", "relaxed@TAU"} copies
     stochastic: bool = True                             # coding draws differ (False: direct coding)
     exact: tuple[apgd.DrawGrad, int] | None = None      # Poisson: unbiased per-draw gradient, its forwards
+    layer_surrogates: Mapping[str, sapgd.StatefulFn] | None = None   # spiking: SA-PGD's "assg", "pdsg" copies
 
     @property
     def base(self) -> dict[str, Any]:
@@ -241,6 +242,29 @@ def ensemble(s: Suite, e: float) -> list[Job]:
                 family="ensemble", passes=apgd_passes(kw) * len(fns) + Passes(c.select_draws * len(fns)))]
 
 
+def sapgd_family(s: Suite, e: float) -> list[Job]:
+    """SA-PGD (``sapgd.py``; Wang et al., arXiv 2512.22522) with the APGD budget through
+    the model's own gradient and, for spiking models, through the published ASSG (its
+    running statistics carried across the passes) and PDSG surrogates
+    (``Suite.layer_surrogates``)."""
+    c = s.cfg
+    if not c.sapgd:
+        return []
+    kw = dict(steps=c.apgd_steps, eot=c.apgd_eot, restarts=c.apgd_restarts)
+    cost = grads(sapgd.passes(**kw))
+    fns = {"sapgd": sapgd.stateless(s.logits_fn)}
+    fns.update({f"sapgd-{n}": f for n, f in sorted((s.layer_surrogates or {}).items())})
+    out = []
+    for name, fn in fns.items():
+        gradient = "model" if name == "sapgd" else name.split("-", 1)[1]
+
+        def craft(k, x, y, eps, fn=fn):
+            return sapgd.sapgd(None, k, x, y, eps=eps, stateful=fn, **kw), {}
+        out.append(Job(name, None, "linf", e, {"attack": "sapgd", "surrogate": gradient, **kw}, craft,
+                       ("sapgd", name), family="sapgd", passes=cost))
+    return out
+
+
 def transfer(s: Suite, e: float) -> list[Job]:
     """APGD-CE crafted on another model (the ANN twin), judged on this one."""
     if not (s.cfg.transfer and s.transfer is not None):
@@ -346,21 +370,24 @@ def l2(s: Suite) -> list[Job]:
 
 
 GRID: tuple[Callable[[Suite], list[Job]], ...] = (clean, fgsm, pgd)
-STRONG: tuple[Callable[[Suite, float], list[Job]], ...] = (pgd_strong, pgd_eot, apgd_family, ensemble, transfer,
-                                                           expectation, poisson_adaptive, square)
+STRONG: tuple[Callable[[Suite, float], list[Job]], ...] = (pgd_strong, pgd_eot, apgd_family, ensemble, sapgd_family,
+                                                           transfer, expectation, poisson_adaptive, square)
 ONCE: tuple[Callable[[Suite], list[Job]], ...] = (sanity, l2)
 
 
 def jobs(cfg: Any, logits_fn: LogitsFn, variants: Mapping[str, LogitsFn], transfer_fn: LogitsFn | None,
          num_classes: int | None = None, expectation_fn: LogitsFn | None = None,
          relaxations: Mapping[str, LogitsFn] | None = None, stochastic: bool = True,
-         exact: tuple[apgd.DrawGrad, int] | None = None) -> list[Job]:
+         exact: tuple[apgd.DrawGrad, int] | None = None,
+         layer_surrogates: Mapping[str, sapgd.StatefulFn] | None = None) -> list[Job]:
     """Every job of the suite, in the order of the results table. ``stochastic``: the model
     draws fresh coding noise per call (False only for direct coding: EOT would repeat one
     draw). ``relaxations``: for Poisson models, ``{"gumbel@TAU", "relaxed@TAU"}`` copies
     for every TAU of ``cfg.gumbel_temperatures`` (``f"{tau:g}"``); ``exact``: for them too,
-    an unbiased per-draw gradient and its forward passes per draw."""
-    s = Suite(cfg, logits_fn, variants, transfer_fn, num_classes, expectation_fn, relaxations, stochastic, exact)
+    an unbiased per-draw gradient and its forward passes per draw; ``layer_surrogates``:
+    for spiking models, SA-PGD's copies through the published layer surrogates."""
+    s = Suite(cfg, logits_fn, variants, transfer_fn, num_classes, expectation_fn, relaxations, stochastic, exact,
+              layer_surrogates)
     out = [j for fam in GRID for j in fam(s)]
     out += [j for e in cfg.strong_eps for fam in STRONG for j in fam(s, e)]
     return out + [j for fam in ONCE for j in fam(s)]

@@ -10,7 +10,11 @@ robustness.json. The rules and why: ``evaluators/robustness.py`` and docs/EVALUA
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
+import os
+import shutil
 import time
 from typing import Any, Callable
 
@@ -108,14 +112,76 @@ def worst_case(chain: list[attack_suite.Job], outs: list[dict[str, np.ndarray]],
             "cascade": bool(cfg.cascade)}
 
 
+class Store:
+    """Each job's outputs kept on disk as it finishes a set of examples, so that a stage
+    stopped part-way (a preempted machine, Ctrl-C) resumes where it stopped.
+
+    A job's outputs are a function of its settings, the model, the images and the
+    per-example keys only (``batch_fn``), so they are reused exactly: one ``.npz`` per
+    job in ``directory``, named by a hash of ``fingerprint`` (the model, the images and
+    the keys' seed, from the caller) and the job's name, eps, norm and settings. Files
+    are written whole (a temporary file, then renamed); ``clear`` removes the directory
+    once the stage has written its report."""
+
+    def __init__(self, directory: str, fingerprint: str):
+        self.directory, self.fingerprint = directory, fingerprint
+
+    def path(self, job: attack_suite.Job) -> str:
+        h = hashlib.sha256(json.dumps([self.fingerprint, job.name, float(job.eps), job.norm, job.record],
+                                      sort_keys=True, default=str).encode()).hexdigest()[:24]
+        return os.path.join(self.directory, f"{job.name}-{h}.npz")
+
+    def load(self, job: attack_suite.Job, n: int) -> dict[str, np.ndarray] | None:
+        p = self.path(job)
+        if not os.path.isfile(p):
+            return None
+        with np.load(p) as z:
+            out = {k: z[k] for k in z.files}
+        return out if all(len(v) == n for v in out.values()) else None
+
+    def save(self, job: attack_suite.Job, outs: dict[str, np.ndarray]) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        p = self.path(job)
+        tmp = p + ".tmp.npz"
+        np.savez(tmp, **outs)
+        os.replace(tmp, p)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def fingerprint(params: Any, config: Any, images: np.ndarray, labels: np.ndarray, cfg: Any) -> str:
+    """A hash of what a job's outputs depend on besides its own settings: the model's
+    variables and description, the images and labels, and the attack config's keys,
+    draws and batch size."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(np.ascontiguousarray(labels).tobytes())
+    h.update(json.dumps([cfg.seed, cfg.judge_draws, cfg.select_draws, cfg.batch_size]).encode())
+    return h.hexdigest()
+
+
+def store_for(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, directory: str) -> Store | None:
+    """The ``Store`` of a stage in ``directory`` for a ``Classifier`` (its variables and
+    description fingerprint the model); None for a bare logits function."""
+    params, config = getattr(classifier, "params", None), getattr(classifier, "config", None)
+    if params is None or config is None:
+        return None
+    return Store(directory, fingerprint(params, config, images, labels, cfg))
+
+
 class Runner:
     """Runs jobs on chosen examples and keeps full-length outputs (``NaN`` where a job did
-    not run), compiling one function per ``cache_key``."""
+    not run), compiling one function per ``cache_key``; with a ``Store``, what a job has
+    done is saved after each call and read back by a later run."""
 
     def __init__(self, logits_fn: LogitsFn, images: np.ndarray, labels: np.ndarray, cfg: Any,
-                 mesh: jax.sharding.Mesh, progress: bool):
+                 mesh: jax.sharding.Mesh, progress: bool, store: Store | None = None):
         self.logits_fn, self.images, self.labels, self.cfg, self.mesh = logits_fn, images, labels, cfg, mesh
-        self.progress = progress
+        self.progress, self.store = progress, store
         self.cache: dict[tuple, Callable] = {}
         self.outs: dict[int, dict[str, np.ndarray]] = {}
 
@@ -123,6 +189,10 @@ class Runner:
         """Runs ``job`` on the examples ``idx`` it has not run on yet; returns its outputs."""
         n = len(self.images)
         have = self.outs.get(id(job))
+        if have is None and self.store is not None:
+            have = self.store.load(job, n)
+            if have is not None:
+                self.outs[id(job)] = have
         todo = idx if have is None else idx[np.isnan(have["avg"][idx])]
         if len(todo):
             if job.cache_key not in self.cache:
@@ -137,19 +207,22 @@ class Runner:
                 self.outs[id(job)] = have
             for k, v in got.items():
                 have[k][todo] = v
+            if self.store is not None:
+                self.store.save(job, have)
         return have
 
 
 def evaluate(jobs: list[attack_suite.Job], logits_fn: LogitsFn, images: np.ndarray, labels: np.ndarray, cfg: Any,
-             mesh: jax.sharding.Mesh, n_rows: int, progress: bool = False
+             mesh: jax.sharding.Mesh, n_rows: int, progress: bool = False, store: Store | None = None
              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[int, dict[str, np.ndarray]], dict[int, float]]:
     """Runs ``jobs``: clean on every image, the jobs outside every worst case on the first
     ``n_rows`` images, then per strong eps its chain in cascade order, each job on the
     first ``n_rows`` images and on every image not yet broken (all images without
-    ``cfg.cascade``). Returns (worst cases, common-set worst cases, ``{id(job): outputs}``
+    ``cfg.cascade``); with ``store``, each job's outputs so far are saved and reused
+    (``Store``). Returns (worst cases, common-set worst cases, ``{id(job): outputs}``
     with ``NaN`` where a job did not run, ``{id(job): seconds}``)."""
     n = len(images)
-    runner = Runner(logits_fn, images, labels, cfg, mesh, progress)
+    runner = Runner(logits_fn, images, labels, cfg, mesh, progress, store)
     chains = {e: attack_suite.chain(jobs, e) for e in cfg.strong_eps}
     in_chain = {id(j) for c in chains.values() for j in c}
     everyone, standalone = np.arange(n), np.arange(n_rows)

@@ -24,6 +24,8 @@ has converged):
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from typing import Any, Callable, Mapping
 
@@ -34,6 +36,8 @@ import numpy as np
 from rsc_jax import apgd, backend, config, config_checks, judging, metrics, parallel, report
 from rsc_jax.evaluators import attack_suite, cascade, common
 from rsc_jax.evaluators import robustness as rob
+
+PARTIAL = "convergence_partial"     # the doubled check's jobs so far (cascade.Store), removed at the end
 
 Array = jax.Array
 
@@ -103,13 +107,16 @@ def _grid(logits_fn: Callable, images: np.ndarray, labels: np.ndarray, cfg: Any,
 
 
 def _worst(classifier: Any, cfg: Any, images: np.ndarray, labels: np.ndarray, mesh: jax.sharding.Mesh, eps: float,
-           variants: Mapping[str, Any], transfer_fn: Any, progress: bool) -> dict[str, Any]:
-    """The worst case at ``eps`` alone (no standalone rows) under ``cfg``."""
+           variants: Mapping[str, Any], transfer_fn: Any, progress: bool, workdir: str) -> dict[str, Any]:
+    """The worst case at ``eps`` alone (no standalone rows) under ``cfg``; each job's
+    outputs kept in WORKDIR/convergence_partial until the stage ends (``cascade.Store``)."""
     cfg = ml_collections.ConfigDict(cfg.to_dict())
     cfg.strong_eps = (eps,)
     jobs = rob.build_jobs(classifier, cfg, variants, transfer_fn)
     chain = attack_suite.chain(jobs, eps)
-    worst, _, _, _ = cascade.evaluate(chain, common.as_logits_fn(classifier), images, labels, cfg, mesh, 0, progress)
+    store = cascade.store_for(classifier, images, labels, cfg, os.path.join(workdir, PARTIAL))
+    worst, _, _, _ = cascade.evaluate(chain, common.as_logits_fn(classifier), images, labels, cfg, mesh, 0, progress,
+                                      store)
     return worst[0]
 
 
@@ -157,10 +164,11 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
         base = _baseline_worst(baseline, workdir, eps)
         before = (metrics.unpack_correct(base["correct_avg"])[:n] if base is not None else None)
         if before is None or len(before) < n:
-            base = _worst(classifier, cfg, images[:n], labels[:n], mesh, eps, variants, transfer_fn, progress)
+            base = _worst(classifier, cfg, images[:n], labels[:n], mesh, eps, variants, transfer_fn, progress, workdir)
             before = metrics.unpack_correct(base["correct_avg"])
         dcfg = doubled_config(cfg)
-        after_w = _worst(classifier, dcfg, images[:n], labels[:n], mesh, eps, variants, transfer_fn, progress)
+        after_w = _worst(classifier, dcfg, images[:n], labels[:n], mesh, eps, variants, transfer_fn, progress,
+                         workdir)
         after = metrics.unpack_correct(after_w["correct_avg"])
         checks.append(_flag("converged-doubled-budget", before, after,
                             f"worst case of {len(after_w['attacks'])} attacks at {eps * 255:.3g}/255 with "
@@ -179,4 +187,5 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
         "export": source, "checks": checks, "png": "convergence.png" if grid else None,
         "seconds": time.time() - t0})
     report.write_convergence(workdir, result)
+    shutil.rmtree(os.path.join(workdir, PARTIAL), ignore_errors=True)
     return result

@@ -40,6 +40,7 @@ readers must not require it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -48,11 +49,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rsc_jax import attacks, backend, bernoulli, config, config_checks, judging, metrics, neurons, parallel, report
+from rsc_jax import (attacks, backend, bernoulli, config, config_checks, judging, metrics, neurons, parallel, report,
+                     sapgd)
 from rsc_jax import coding as rcoding
-from rsc_jax.evaluators import attack_suite, common, masking
+from rsc_jax.evaluators import attack_suite, cascade, common, masking
 from rsc_jax.evaluators.cascade import STREAM_ATTACK, STREAM_JUDGE, STREAM_REPORT, STREAM_SELECT, evaluate
 from rsc_jax.evaluators.common import LogitsFn
+
+PARTIAL = "robustness_partial"     # each job's outputs so far (cascade.Store), removed once the report is written
 
 Array = jax.Array
 
@@ -232,7 +236,19 @@ def build_jobs(classifier: Any, cfg: ml_collections.ConfigDict, variants: Mappin
             exact = (bernoulli.ce_draw_grad(classifier.logits_of_frames, frames),
                      bernoulli.forwards_per_draw(frames, shape))
     return attack_suite.jobs(cfg, logits_fn, variants, transfer_fn, k if isinstance(k, int) else None,
-                             expectation_fn, relaxations, stochastic=coding.get("method") != "direct", exact=exact)
+                             expectation_fn, relaxations, stochastic=coding.get("method") != "direct", exact=exact,
+                             layer_surrogates=layer_surrogates(classifier) if cfg.sapgd else None)
+
+
+def layer_surrogates(classifier: Any) -> dict[str, sapgd.StatefulFn]:
+    """SA-PGD's copies of a spiking ``classifier`` through the published layer surrogates:
+    ``"assg"`` (``assg-ema``, its statistics carried: ``Classifier.stateful``) and
+    ``"pdsg"`` (``pdsg-channel``); {} for an ANN or a classifier without ``with_neuron``."""
+    conf = getattr(classifier, "config", None) or {}
+    if not (hasattr(classifier, "with_neuron") and conf.get("model", {}).get("spiking", False)):
+        return {}
+    return {"assg": classifier.with_neuron(surrogate="assg-ema").stateful,
+            "pdsg": sapgd.stateless(classifier.with_neuron(surrogate="pdsg-channel").logits)}
 
 
 def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collections.ConfigDict, *,
@@ -281,7 +297,8 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
     t_start = time.time()
 
     jobs = build_jobs(classifier, cfg, variants, transfer_fn)
-    worst, common_worst, outs, seconds = evaluate(jobs, logits_fn, images, labels, cfg, mesh, n_rows, progress)
+    store = cascade.store_for(classifier, images, labels, cfg, os.path.join(workdir, PARTIAL))
+    worst, common_worst, outs, seconds = evaluate(jobs, logits_fn, images, labels, cfg, mesh, n_rows, progress, store)
     rows = []
     for job in jobs:
         reused = job.craft is not None and job.eps == 0
@@ -313,4 +330,6 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
         "seconds": time.time() - t_start,
     })
     report.write_robustness(workdir, result)
+    if store is not None:
+        store.clear()
     return result

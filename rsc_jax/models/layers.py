@@ -34,6 +34,9 @@ ConvFn = Callable[..., Array]     # lax.conv_general_dilated's signature
 DEFAULT_CONV: ConvFn = conv_formulations.conv_general_dilated
 
 
+STATE = "assg"       # variable collection of the stateful surrogates' statistics (neurons.STATEFUL)
+
+
 @dataclasses.dataclass(frozen=True)
 class Neuron:
     """LIF options (SPEC §2 defaults). ``alpha=None`` takes the surrogate's default."""
@@ -78,6 +81,7 @@ class Activation(nn.Module):
     neuron: Neuron = Neuron()
     sow_name: str | None = None
 
+    @nn.compact
     def __call__(self, h: Array | Normalized | PreActivation) -> Array:
         if isinstance(h, Normalized):
             h = PreActivation((h,))
@@ -91,10 +95,28 @@ class Activation(nn.Module):
         seq = unfold_time(h, self.T)
         if self.sow_name:
             self.sow("intermediates", self.sow_name, seq.mean(axis=0))
+        if n.surrogate in neurons.STATEFUL and n.grad_mode == "bptt" and (
+                self.is_mutable_collection(STATE) or self.has_variable(STATE, "m")):
+            return fold_time(self._stateful(seq))
         s = neurons.lif(seq, tau=n.tau, v_th=n.v_th, reset=n.reset, surrogate=n.surrogate,
                         alpha=n.alpha, detach_reset=n.detach_reset, grad_mode=n.grad_mode,
                         unroll=lif_unroll(self.T))
         return fold_time(s)
+
+    def _stateful(self, seq: Array) -> Array:
+        """LIF with ``assg-ema`` whose statistics (M, D) ``[T, B, ...]`` live in the
+        ``"assg"`` collection: updated by the pass where the collection is mutable, read
+        as they are where it is not (``neurons.lif_layer_surrogate``)."""
+        n = self.neuron
+        m = self.variable(STATE, "m", jnp.ones, seq.shape, seq.dtype)
+        d = self.variable(STATE, "d", jnp.zeros, seq.shape, seq.dtype)
+        update = self.is_mutable_collection(STATE)
+        s, (m_new, d_new) = neurons.lif_layer_surrogate(
+            seq, tau=n.tau, v_th=n.v_th, reset=n.reset, surrogate=n.surrogate, alpha=n.alpha,
+            detach_reset=n.detach_reset, state=(m.value, d.value), update=update, unroll=lif_unroll(self.T))
+        if update:
+            m.value, d.value = m_new, d_new
+        return s
 
     def _lean(self, pre: PreActivation) -> Array:
         """The memory-lean path (``remat=True``): BN(s) + LIF as one custom VJP
