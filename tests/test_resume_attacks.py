@@ -88,6 +88,11 @@ def test_store_keys_on_the_model_and_the_settings(tmp_path):
     assert cascade.fingerprint(clf.params, clf.config, x, y, c) == f
     assert cascade.fingerprint(other, clf.config, x, y, c) != f
     assert cascade.fingerprint(clf.params, clf.config, x[::-1].copy(), y, c) != f
+    c2 = config.attack()
+    c2.update(c.to_dict())
+    c2.transfer_from = "/elsewhere/export"                      # another transfer model
+    assert cascade.fingerprint(clf.params, clf.config, x, y, c2) != f
+    assert cascade.fingerprint(clf.params, clf.config, x, y, c, (Linear(clf.params["W"] * 2),)) != f
     jobs = robustness.build_jobs(clf, c, {}, None)
     s = cascade.Store(str(tmp_path), f)
     assert len({s.path(j) for j in jobs}) == len(jobs)

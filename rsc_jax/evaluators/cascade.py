@@ -118,8 +118,8 @@ class Store:
 
     A job's outputs are a function of its settings, the model, the images and the
     per-example keys only (``batch_fn``), so they are reused exactly: one ``.npz`` per
-    job in ``directory``, named by a hash of ``fingerprint`` (the model, the images and
-    the keys' seed, from the caller) and the job's name, eps, norm and settings. Files
+    job in ``directory``, named by a hash of ``fingerprint`` (the model, the images, the
+    attack config, from the caller) and the job's name, eps, norm and settings. Files
     are written whole (a temporary file, then renamed); ``clear`` removes the directory
     once the stage has written its report."""
 
@@ -150,27 +150,32 @@ class Store:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def fingerprint(params: Any, config: Any, images: np.ndarray, labels: np.ndarray, cfg: Any) -> str:
+def fingerprint(params: Any, config: Any, images: np.ndarray, labels: np.ndarray, cfg: Any,
+                others: tuple[Any, ...] = ()) -> str:
     """A hash of what a job's outputs depend on besides its own settings: the model's
-    variables and description, the images and labels, and the attack config's keys,
-    draws and batch size."""
+    variables and description, the images and labels, the whole attack config (keys'
+    seed, draws, batch size, ``transfer_from``, ...), and the variables of ``others``
+    (the transfer model)."""
     h = hashlib.sha256()
-    for leaf in jax.tree.leaves(params):
+    for leaf in jax.tree.leaves((params, [getattr(o, "params", None) for o in others])):
         h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     h.update(np.ascontiguousarray(images).tobytes())
     h.update(np.ascontiguousarray(labels).tobytes())
-    h.update(json.dumps([cfg.seed, cfg.judge_draws, cfg.select_draws, cfg.batch_size]).encode())
+    h.update(json.dumps(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg), sort_keys=True,
+                        default=str).encode())
     return h.hexdigest()
 
 
-def store_for(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, directory: str) -> Store | None:
+def store_for(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: Any, directory: str,
+              others: tuple[Any, ...] = ()) -> Store | None:
     """The ``Store`` of a stage in ``directory`` for a ``Classifier`` (its variables and
-    description fingerprint the model); None for a bare logits function."""
+    description fingerprint the model, with the variables of ``others``); None for a bare
+    logits function."""
     params, config = getattr(classifier, "params", None), getattr(classifier, "config", None)
     if params is None or config is None:
         return None
-    return Store(directory, fingerprint(params, config, images, labels, cfg))
+    return Store(directory, fingerprint(params, config, images, labels, cfg, others))
 
 
 class Runner:

@@ -107,14 +107,15 @@ def _grid(logits_fn: Callable, images: np.ndarray, labels: np.ndarray, cfg: Any,
 
 
 def _worst(classifier: Any, cfg: Any, images: np.ndarray, labels: np.ndarray, mesh: jax.sharding.Mesh, eps: float,
-           variants: Mapping[str, Any], transfer_fn: Any, progress: bool, workdir: str) -> dict[str, Any]:
+           variants: Mapping[str, Any], transfer_fn: Any, progress: bool, workdir: str,
+           transfer: Any = None) -> dict[str, Any]:
     """The worst case at ``eps`` alone (no standalone rows) under ``cfg``; each job's
     outputs kept in WORKDIR/convergence_partial until the stage ends (``cascade.Store``)."""
     cfg = ml_collections.ConfigDict(cfg.to_dict())
     cfg.strong_eps = (eps,)
     jobs = rob.build_jobs(classifier, cfg, variants, transfer_fn)
     chain = attack_suite.chain(jobs, eps)
-    store = cascade.store_for(classifier, images, labels, cfg, os.path.join(workdir, PARTIAL))
+    store = cascade.store_for(classifier, images, labels, cfg, os.path.join(workdir, PARTIAL), (transfer,))
     worst, _, _, _ = cascade.evaluate(chain, common.as_logits_fn(classifier), images, labels, cfg, mesh, 0, progress,
                                       store)
     return worst[0]
@@ -164,11 +165,12 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
         base = _baseline_worst(baseline, workdir, eps)
         before = (metrics.unpack_correct(base["correct_avg"])[:n] if base is not None else None)
         if before is None or len(before) < n:
-            base = _worst(classifier, cfg, images[:n], labels[:n], mesh, eps, variants, transfer_fn, progress, workdir)
+            base = _worst(classifier, cfg, images[:n], labels[:n], mesh, eps, variants, transfer_fn, progress, workdir,
+                          transfer)
             before = metrics.unpack_correct(base["correct_avg"])
         dcfg = doubled_config(cfg)
         after_w = _worst(classifier, dcfg, images[:n], labels[:n], mesh, eps, variants, transfer_fn, progress,
-                         workdir)
+                         workdir, transfer)
         after = metrics.unpack_correct(after_w["correct_avg"])
         checks.append(_flag("converged-doubled-budget", before, after,
                             f"worst case of {len(after_w['attacks'])} attacks at {eps * 255:.3g}/255 with "

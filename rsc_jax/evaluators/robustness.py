@@ -297,7 +297,7 @@ def run(classifier: Any, images: np.ndarray, labels: np.ndarray, cfg: ml_collect
     t_start = time.time()
 
     jobs = build_jobs(classifier, cfg, variants, transfer_fn)
-    store = cascade.store_for(classifier, images, labels, cfg, os.path.join(workdir, PARTIAL))
+    store = cascade.store_for(classifier, images, labels, cfg, os.path.join(workdir, PARTIAL), (transfer,))
     worst, common_worst, outs, seconds = evaluate(jobs, logits_fn, images, labels, cfg, mesh, n_rows, progress, store)
     rows = []
     for job in jobs:
