@@ -120,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   f"({time.time() - t:.0f}s)", flush=True)
         c = xc.compare(entry, theirs, xc.unpack_correct(entry["correct_avg"]))
         c["judge"] = {"stream": stream, "draws": draws}
+        if c.get("mcnemar"):
+            c["mcnemar"]["b_means"] = "examples ours leaves correct and SA-PGD breaks"
         comparisons.append(c)
     result = {
         "verdict": "consistent" if all(c["verdict"] == "consistent" for c in comparisons) else "ours is weaker",

@@ -37,19 +37,22 @@ def _boundary_config(e: float):
 def test_every_family_reaches_the_eps_boundary_on_a_linear_model(e255):
     """On a linear model the loss is maximised at the corner x - eps sign(w_y - w_o): every
     family at the strong eps (PGD-k with eps-scaled steps, PGD with EOT, APGD with each
-    loss, the ensemble through every variant, transfer, the noise-free copy, the Poisson
-    attacks, Square, FGSM) ends with every pixel at distance eps; the paper's PGD-7 with
+    loss, the ensemble through every variant, SA-PGD, transfer, the noise-free copy, the
+    Poisson attacks, Square, FGSM) ends with every pixel at distance eps; the paper's PGD-7 with
     its fixed 2/255 step does not (from its random start it moves at most 14/255)."""
     e = e255 / 255
     c = _boundary_config(e)
+    c.sapgd = True
     fns = {"gumbel@0.5": linear, "relaxed@0.5": linear}
-    jobs = attack_suite.jobs(c, linear, {"atan": linear, "bptr": linear}, linear, 2, linear, fns)
+    stateful = {"assg": lambda k, xx, st, update: (linear(k, xx), st)}
+    jobs = attack_suite.jobs(c, linear, {"atan": linear, "bptr": linear}, linear, 2, linear, fns,
+                             layer_surrogates=stateful)
     x = jnp.full((3, 8, 8, 1), 0.5)
     y = jnp.array([0, 1, 0])
     keys = judging.example_keys(0, jnp.arange(3))
     at_e = [j for j in jobs if j.craft is not None and j.norm == "linf" and j.eps == e]
     families = {j.family for j in at_e}
-    assert families == {"apgd", "pgd-strong", "pgd-eot", "pgd", "fgsm", "square", "ensemble", "transfer",
+    assert families == {"apgd", "pgd-strong", "pgd-eot", "pgd", "fgsm", "square", "ensemble", "sapgd", "transfer",
                         "expectation", "poisson"}
     for j in at_e:
         xa, _ = jax.jit(j.craft)(keys, x, y, jnp.float32(e))
