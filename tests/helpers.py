@@ -46,3 +46,16 @@ def with_changes(arrays: dict, change: dict) -> dict:
     for k in (k for k, v in change.items() if v is None):
         out.pop(k)
     return out
+
+
+def tiny_spiking_classifier():
+    """An untrained width-1/4 spiking convnet on 8x8x1 digits behind RSC-II at T = 2, with
+    threshold 0.2 (at the default 1.0 no spike of the untrained net reaches the logits)."""
+    import jax
+
+    from rsc_jax import classifier
+    cc = classifier.classifier_config(
+        model={"name": "convnet", "spiking": True, "overrides": {"width": 0.25, "v_th": 0.2}},
+        coding_cfg={"method": "rsc2", "sigma": 0.2, "T": 2},
+        dataset={"name": "digits", "num_classes": 10, "image_shape": [8, 8, 1], "mean": [0.3], "std": [0.37]})
+    return classifier.Classifier(cc, classifier.init_variables(cc, jax.random.key(0)))

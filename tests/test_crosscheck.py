@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import load_script
+from tests.helpers import load_script, tiny_spiking_classifier
 
 xc = load_script("crosscheck_torchattacks")
 
@@ -122,12 +122,7 @@ def tiny():
     (threshold 0.2: at the default 1.0 no spike of the untrained net reaches the logits)."""
     import jax
 
-    from rsc_jax import classifier
-    cc = classifier.classifier_config(
-        model={"name": "convnet", "spiking": True, "overrides": {"width": 0.25, "v_th": 0.2}},
-        coding_cfg={"method": "rsc2", "sigma": 0.2, "T": 2},
-        dataset={"name": "digits", "num_classes": 10, "image_shape": [8, 8, 1], "mean": [0.3], "std": [0.37]})
-    clf = classifier.Classifier(cc, classifier.init_variables(cc, jax.random.key(0)))
+    clf = tiny_spiking_classifier()
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (8, 8, 8, 1)).astype(np.float32)
     y = rng.integers(0, 10, 8).astype(np.int32)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rsc_jax import apgd, neurons, sapgd
+from tests.helpers import tiny_spiking_classifier
 from tests.test_apgd import Noisy, X, Y, W, linear
 
 
@@ -119,12 +120,7 @@ def test_pdsg_channel_width_by_hand():
 def tiny():
     """An untrained width-1/4 spiking convnet on 8x8x1 images, RSC-II at T = 2 (threshold
     0.2, so spikes reach the logits), and 4 images."""
-    from rsc_jax import classifier
-    cc = classifier.classifier_config(
-        model={"name": "convnet", "spiking": True, "overrides": {"width": 0.25, "v_th": 0.2}},
-        coding_cfg={"method": "rsc2", "sigma": 0.2, "T": 2},
-        dataset={"name": "digits", "num_classes": 10, "image_shape": [8, 8, 1], "mean": [0.3], "std": [0.37]})
-    clf = classifier.Classifier(cc, classifier.init_variables(cc, jax.random.key(0)))
+    clf = tiny_spiking_classifier()
     rng = np.random.default_rng(0)
     return clf, rng.uniform(0, 1, (4, 8, 8, 1)).astype(np.float32), jnp.asarray(rng.integers(0, 10, 4), jnp.int32)
 
